@@ -1,0 +1,178 @@
+/*
+ * Body of the micro-kernels, included once per scalar type by _microkernels.h with
+ * REAL (the scalar), VEC (the name of its 32-byte vector type) and SUF (the name suffix)
+ * defined.
+ */
+
+typedef REAL VEC __attribute__((vector_size(32)));
+#define VLEN ((int)(sizeof(VEC) / sizeof(REAL)))
+
+CONDNN_INLINE VEC SUF(loadu)(const REAL *p) {
+    VEC v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+CONDNN_INLINE void SUF(storeu)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
+
+/*
+ * out[r][c0 .. c0 + NV*VLEN) += sum_q a[r][q] * b[q * ldb + c0 ..]   for r < mr, q < kb.
+ * mr and nv are compile-time constants at every call site, so the loops unroll and the
+ * accumulators live in registers.
+ */
+CONDNN_INLINE void SUF(rows_tile)(const int mr, const int nv, const REAL *const *a,
+                                  const REAL *b, ptrdiff_t ldb, int kb, REAL *const *out,
+                                  int c0) {
+    VEC acc[CONDNN_MR][2];
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < nv; v++) acc[r][v] = SUF(loadu)(out[r] + c0 + v * VLEN);
+    const REAL *bq = b + c0;
+    for (int q = 0; q < kb; q++, bq += ldb) {
+        VEC b0 = SUF(loadu)(bq);
+        VEC b1 = nv > 1 ? SUF(loadu)(bq + VLEN) : b0;
+        for (int r = 0; r < mr; r++) {
+            REAL x = a[r][q];
+            acc[r][0] += b0 * x;
+            if (nv > 1) acc[r][1] += b1 * x;
+        }
+    }
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < nv; v++) SUF(storeu)(out[r] + c0 + v * VLEN, acc[r][v]);
+}
+
+/* The columns after the last full vector, one at a time, in the same order of operations. */
+CONDNN_INLINE void SUF(rows_tail)(const int mr, const REAL *const *a, const REAL *b,
+                                  ptrdiff_t ldb, int kb, REAL *const *out, int c0, int nb) {
+    for (int c = c0; c < nb; c++) {
+        for (int r = 0; r < mr; r++) {
+            REAL s = out[r][c];
+            for (int q = 0; q < kb; q++) s += a[r][q] * b[q * ldb + c];
+            out[r][c] = s;
+        }
+    }
+}
+
+CONDNN_INLINE void SUF(rows_block)(const int mr, const REAL *const *a, const REAL *b,
+                                   ptrdiff_t ldb, int kb, int nb, REAL *const *out) {
+    int c = 0;
+    for (; c + 2 * VLEN <= nb; c += 2 * VLEN) SUF(rows_tile)(mr, 2, a, b, ldb, kb, out, c);
+    for (; c + VLEN <= nb; c += VLEN) SUF(rows_tile)(mr, 1, a, b, ldb, kb, out, c);
+    SUF(rows_tail)(mr, a, b, ldb, kb, out, c, nb);
+}
+
+/*
+ * For t < nrows, with ra = arows ? arows[t] : t and ro = orows ? orows[t] : t:
+ *     o[ro * ldo + c] += sum_{q < kb} a[ra * lda + q] * b[q * ldb + c],   c < nb.
+ * a, b and o point at the first column of the blocks concerned.
+ */
+static void SUF(gemm_rows)(ptrdiff_t nrows, const REAL *a, ptrdiff_t lda,
+                           const ptrdiff_t *arows, const REAL *b, ptrdiff_t ldb, int kb,
+                           int nb, REAL *o, ptrdiff_t ldo, const ptrdiff_t *orows) {
+    const REAL *ap[CONDNN_MR];
+    REAL *op[CONDNN_MR];
+    for (ptrdiff_t t = 0; t < nrows; t += CONDNN_MR) {
+        int mr = nrows - t < CONDNN_MR ? (int)(nrows - t) : CONDNN_MR;
+        for (int r = 0; r < mr; r++) {
+            ap[r] = a + (arows ? arows[t + r] : t + r) * lda;
+            op[r] = o + (orows ? orows[t + r] : t + r) * ldo;
+        }
+        switch (mr) {
+            case 6: SUF(rows_block)(6, ap, b, ldb, kb, nb, op); break;
+            case 5: SUF(rows_block)(5, ap, b, ldb, kb, nb, op); break;
+            case 4: SUF(rows_block)(4, ap, b, ldb, kb, nb, op); break;
+            case 3: SUF(rows_block)(3, ap, b, ldb, kb, nb, op); break;
+            case 2: SUF(rows_block)(2, ap, b, ldb, kb, nb, op); break;
+            default: SUF(rows_block)(1, ap, b, ldb, kb, nb, op); break;
+        }
+    }
+}
+
+/*
+ * d[q * ldd + c0 ..] += sum_t a[t * lda + q] * g[t * ldg + c0 ..]  for q < mq, t < nrows:
+ * a tile of the weight gradient, accumulated in registers over the rows.
+ */
+CONDNN_INLINE void SUF(outer_tile)(const int mq, const int nv, ptrdiff_t nrows,
+                                   const REAL *a, ptrdiff_t lda, const REAL *g,
+                                   ptrdiff_t ldg, REAL *d, ptrdiff_t ldd) {
+    VEC acc[CONDNN_MR][2];
+    for (int q = 0; q < mq; q++)
+        for (int v = 0; v < nv; v++) acc[q][v] = SUF(loadu)(d + q * ldd + v * VLEN);
+    for (ptrdiff_t t = 0; t < nrows; t++) {
+        const REAL *at = a + t * lda;
+        const REAL *gt = g + t * ldg;
+        VEC g0 = SUF(loadu)(gt);
+        VEC g1 = nv > 1 ? SUF(loadu)(gt + VLEN) : g0;
+        for (int q = 0; q < mq; q++) {
+            REAL x = at[q];
+            acc[q][0] += g0 * x;
+            if (nv > 1) acc[q][1] += g1 * x;
+        }
+    }
+    for (int q = 0; q < mq; q++)
+        for (int v = 0; v < nv; v++) SUF(storeu)(d + q * ldd + v * VLEN, acc[q][v]);
+}
+
+CONDNN_INLINE void SUF(outer_tail)(const int mq, ptrdiff_t nrows, const REAL *a,
+                                   ptrdiff_t lda, const REAL *g, ptrdiff_t ldg, REAL *d,
+                                   ptrdiff_t ldd, int c0, int nb) {
+    for (int c = c0; c < nb; c++) {
+        for (int q = 0; q < mq; q++) {
+            REAL s = d[q * ldd + c];
+            for (ptrdiff_t t = 0; t < nrows; t++) s += a[t * lda + q] * g[t * ldg + c];
+            d[q * ldd + c] = s;
+        }
+    }
+}
+
+CONDNN_INLINE void SUF(outer_block)(const int mq, ptrdiff_t nrows, const REAL *a,
+                                    ptrdiff_t lda, const REAL *g, ptrdiff_t ldg, int nb,
+                                    REAL *d, ptrdiff_t ldd) {
+    int c = 0;
+    for (; c + 2 * VLEN <= nb; c += 2 * VLEN)
+        SUF(outer_tile)(mq, 2, nrows, a, lda, g + c, ldg, d + c, ldd);
+    for (; c + VLEN <= nb; c += VLEN)
+        SUF(outer_tile)(mq, 1, nrows, a, lda, g + c, ldg, d + c, ldd);
+    SUF(outer_tail)(mq, nrows, a, lda, g, ldg, d, ldd, c, nb);
+}
+
+/*
+ * d[q * ldd + c] += sum_{t < nrows} a[t * lda + q] * g[t * ldg + c]   for q < kb, c < nb:
+ * the contribution of nrows (gathered) rows to a (kb, nb) block of the weight gradient.
+ */
+static void SUF(gemm_outer)(ptrdiff_t nrows, const REAL *a, ptrdiff_t lda, const REAL *g,
+                            ptrdiff_t ldg, int kb, int nb, REAL *d, ptrdiff_t ldd) {
+    for (int q = 0; q < kb; q += CONDNN_MR) {
+        int mq = kb - q < CONDNN_MR ? kb - q : CONDNN_MR;
+        const REAL *aq = a + q;
+        REAL *dq = d + q * ldd;
+        switch (mq) {
+            case 6: SUF(outer_block)(6, nrows, aq, lda, g, ldg, nb, dq, ldd); break;
+            case 5: SUF(outer_block)(5, nrows, aq, lda, g, ldg, nb, dq, ldd); break;
+            case 4: SUF(outer_block)(4, nrows, aq, lda, g, ldg, nb, dq, ldd); break;
+            case 3: SUF(outer_block)(3, nrows, aq, lda, g, ldg, nb, dq, ldd); break;
+            case 2: SUF(outer_block)(2, nrows, aq, lda, g, ldg, nb, dq, ldd); break;
+            default: SUF(outer_block)(1, nrows, aq, lda, g, ldg, nb, dq, ldd); break;
+        }
+    }
+}
+
+/* dst[q * nb + c] = src[q * sq + c * sc]: a (kb, nb) block copied contiguous, any strides. */
+static void SUF(pack_block)(const REAL *src, ptrdiff_t sq, ptrdiff_t sc, int kb, int nb,
+                            REAL *dst) {
+    if (sc == 1) {
+        for (int q = 0; q < kb; q++) {
+            if (q + CONDNN_PREFETCH_AHEAD < kb)
+                condnn_prefetch(src + (q + CONDNN_PREFETCH_AHEAD) * sq, nb * sizeof(REAL));
+            memcpy(dst + (ptrdiff_t)q * nb, src + q * sq, nb * sizeof(REAL));
+        }
+    } else if (sq == 1) {
+        /* A transposed block: read along the source's unit-stride axis. */
+        for (int c = 0; c < nb; c++)
+            for (int q = 0; q < kb; q++) dst[(ptrdiff_t)q * nb + c] = src[c * sc + q];
+    } else {
+        for (int q = 0; q < kb; q++)
+            for (int c = 0; c < nb; c++) dst[(ptrdiff_t)q * nb + c] = src[q * sq + c * sc];
+    }
+}
+
+#undef VLEN

@@ -1,0 +1,472 @@
+# cython: language_level=3
+"""Compiled CPU kernels of the block-sparse product (forward and backward).
+
+Every function here trusts its caller, :mod:`condnn.sparse`, to have validated shapes,
+dtypes, masks and strides: bounds checks are off.
+
+The work is split over output column blocks, one block per task.  For block j, the rows
+where it is on are processed in groups: their outputs accumulate in a contiguous panel
+(so that output rows a power-of-two stride apart do not evict each other from the cache),
+and for each input block p, the rows where p is on too are gathered and multiplied by the
+(p, j) block of the weights, packed once.  Each output element is computed by one thread in
+a fixed order of operations, so results are bitwise the same whatever the thread count.
+
+A dimension that has no mask is cut into fixed-width chunks and treated as a masked
+dimension whose blocks are all on, so the same code serves every variant (ss, sf, fs).
+"""
+import os
+
+cimport numpy as cnp
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.stddef cimport ptrdiff_t
+from libc.stdint cimport uint8_t
+from libc.string cimport memcpy, memset
+
+cnp.import_array()
+
+cdef extern from "_microkernels.h" nogil:
+    int CONDNN_MR
+    int CONDNN_PREFETCH_AHEAD
+    void condnn_prefetch(const void *p, size_t nbytes)
+    void condnn_prefetch_later(const void *p, size_t nbytes)
+    void gemm_rows_f32(ptrdiff_t nrows, const float *a, ptrdiff_t lda, const ptrdiff_t *arows,
+                       const float *b, ptrdiff_t ldb, int kb, int nb, float *o, ptrdiff_t ldo,
+                       const ptrdiff_t *orows)
+    void gemm_rows_f64(ptrdiff_t nrows, const double *a, ptrdiff_t lda,
+                       const ptrdiff_t *arows, const double *b, ptrdiff_t ldb, int kb, int nb,
+                       double *o, ptrdiff_t ldo, const ptrdiff_t *orows)
+    void gemm_outer_f32(ptrdiff_t nrows, const float *a, ptrdiff_t lda, const float *g,
+                        ptrdiff_t ldg, int kb, int nb, float *d, ptrdiff_t ldd)
+    void gemm_outer_f64(ptrdiff_t nrows, const double *a, ptrdiff_t lda, const double *g,
+                        ptrdiff_t ldg, int kb, int nb, double *d, ptrdiff_t ldd)
+    void pack_block_f32(const float *src, ptrdiff_t sq, ptrdiff_t sc, int kb, int nb,
+                        float *dst)
+    void pack_block_f64(const double *src, ptrdiff_t sq, ptrdiff_t sc, int kb, int nb,
+                        double *dst)
+
+# Widths of the chunks that cut a dimension without a mask, and the most rows processed at
+# once: a packed weight block, a panel of outputs and the gathered inputs (at most
+# 128x128 + 2 x 256x128 floats) stay within a 512 KiB L2 cache.
+cdef int UNMASKED_WIDTH = 128
+cdef int ROW_GROUP = 64
+
+
+def _default_num_threads():
+    for name in ("CONDNN_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").split(",")[0].strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+cdef int _num_threads = _default_num_threads()
+
+
+def set_num_threads(int n):
+    global _num_threads
+    _num_threads = n
+
+
+def get_num_threads():
+    return _num_threads
+
+
+def is_binary(cnp.ndarray mask):
+    """True if the C-contiguous uint8 array ``mask`` holds only 0 and 1."""
+    cdef const uint8_t *p = <const uint8_t *>cnp.PyArray_DATA(mask)
+    cdef Py_ssize_t i, size = cnp.PyArray_SIZE(mask)
+    cdef uint8_t bad = 0
+    with nogil:
+        for i in range(size):
+            bad |= p[i]
+    return bad <= 1
+
+
+cdef struct Cut:
+    # How one dimension is cut into blocks: by a mask (rows, count) or, when mask is NULL,
+    # into chunks of a fixed width that are all on.
+    const uint8_t *mask
+    int count
+    int width
+    Py_ssize_t size
+
+
+cdef Cut _cut(mask, Py_ssize_t size, int block_size):
+    cdef Cut cut
+    cut.size = size
+    if mask is None:
+        cut.mask = NULL
+        cut.width = UNMASKED_WIDTH
+        cut.count = <int>((size + UNMASKED_WIDTH - 1) // UNMASKED_WIDTH)
+    else:
+        cut.mask = <const uint8_t *>cnp.PyArray_DATA(mask)
+        cut.width = block_size
+        cut.count = <int>(size // block_size)
+    return cut
+
+
+cdef inline bint _on(const Cut *cut, Py_ssize_t row, int block) noexcept nogil:
+    return cut.mask == NULL or cut.mask[row * cut.count + block]
+
+
+cdef inline int _extent(const Cut *cut, int block) noexcept nogil:
+    """Width of block ``block``: the last chunk of an unmasked dimension may be narrower."""
+    cdef Py_ssize_t rest = cut.size - <Py_ssize_t>block * cut.width
+    return <int>(rest if rest < cut.width else cut.width)
+
+
+cdef struct Scratch:
+    # Per-thread working memory, carved out of one allocation.
+    ptrdiff_t *rows      # (n,) the rows where the current output block is on
+    ptrdiff_t *pairs     # (2, n) the rows of the current and of the next block pair
+    void *gathered_a     # (ROW_GROUP, width of an input block)
+    void *gathered_g     # (ROW_GROUP, width of an output block)
+    void *packed_b       # (width of an input block, width of an output block)
+
+
+cdef class _Workspace:
+    """Scratch memory for ``nthreads`` threads, freed with the object.  Kept small (the
+    gathered rows only where the backward pass needs them) so that the allocator reuses
+    it from call to call instead of mapping fresh pages."""
+    cdef void *memory
+    cdef Scratch *threads
+
+    def __cinit__(self, Py_ssize_t n, int in_width, int out_width, size_t itemsize,
+                  int nthreads, bint gather):
+        cdef size_t a_bytes = <size_t>ROW_GROUP * in_width * itemsize if gather else 0
+        cdef size_t g_bytes = <size_t>ROW_GROUP * out_width * itemsize if gather else 0
+        cdef size_t b_bytes = <size_t>in_width * out_width * itemsize
+        cdef size_t per_thread = a_bytes + g_bytes + b_bytes + 3 * n * sizeof(ptrdiff_t)
+        cdef char *base
+        cdef int t
+        self.memory = PyMem_Malloc(per_thread * nthreads + 1)
+        self.threads = <Scratch *>PyMem_Malloc(sizeof(Scratch) * nthreads)
+        if self.memory == NULL or self.threads == NULL:
+            raise MemoryError("not enough memory for the block-sparse kernels' scratch space")
+        for t in range(nthreads):
+            # Sizes are multiples of the item size, so every buffer is aligned for it.
+            base = <char *>self.memory + per_thread * t
+            self.threads[t].gathered_a = base
+            self.threads[t].gathered_g = base + a_bytes
+            self.threads[t].packed_b = base + a_bytes + g_bytes
+            self.threads[t].rows = <ptrdiff_t *>(base + a_bytes + g_bytes + b_bytes)
+            self.threads[t].pairs = self.threads[t].rows + n
+
+    def __dealloc__(self):
+        PyMem_Free(self.memory)
+        PyMem_Free(self.threads)
+
+
+cdef struct RowLists:
+    # For each block p of a mask, the rows where it is on, in increasing order:
+    # rows[offsets[p] : offsets[p + 1]].
+    ptrdiff_t *offsets
+    ptrdiff_t *rows
+
+
+cdef class _RowsByBlock:
+    """The RowLists of a mask (empty when the mask is None), freed with the object."""
+    cdef ptrdiff_t *offsets
+    cdef ptrdiff_t *rows
+
+    def __cinit__(self, mask, Py_ssize_t n):
+        cdef int count = mask.shape[1] if mask is not None else 0
+        cdef const uint8_t *m
+        cdef Py_ssize_t i, total = 0
+        cdef int p
+        self.offsets = <ptrdiff_t *>PyMem_Malloc((count + 1) * sizeof(ptrdiff_t))
+        if self.offsets == NULL:
+            raise MemoryError()
+        memset(self.offsets, 0, (count + 1) * sizeof(ptrdiff_t))
+        if mask is None:
+            self.rows = NULL
+            return
+        m = <const uint8_t *>cnp.PyArray_DATA(mask)
+        with nogil:
+            for i in range(n * count):
+                total += m[i]
+        self.rows = <ptrdiff_t *>PyMem_Malloc((total + 1) * sizeof(ptrdiff_t))
+        if self.rows == NULL:
+            raise MemoryError()
+        with nogil:
+            for i in range(n):
+                for p in range(count):
+                    self.offsets[p + 1] += m[i * count + p]
+            for p in range(count):
+                self.offsets[p + 1] += self.offsets[p]
+            # Fill each block's list in row order, using offsets[p] as its cursor, then
+            # shift the cursors back into offsets.
+            for i in range(n):
+                for p in range(count):
+                    if m[i * count + p]:
+                        self.rows[self.offsets[p]] = i
+                        self.offsets[p] += 1
+            for p in range(count, 0, -1):
+                self.offsets[p] = self.offsets[p - 1]
+            self.offsets[0] = 0
+
+    cdef RowLists lists(self):
+        cdef RowLists r
+        r.offsets = self.offsets
+        r.rows = self.rows
+        return r
+
+    def __dealloc__(self):
+        PyMem_Free(self.offsets)
+        PyMem_Free(self.rows)
+
+
+cdef inline void _gemm_rows(ptrdiff_t nrows, const floating *a, ptrdiff_t lda,
+                            const ptrdiff_t *arows, const floating *b, ptrdiff_t ldb, int kb,
+                            int nb, floating *o, ptrdiff_t ldo,
+                            const ptrdiff_t *orows) noexcept nogil:
+    if floating is float:
+        gemm_rows_f32(nrows, a, lda, arows, b, ldb, kb, nb, o, ldo, orows)
+    else:
+        gemm_rows_f64(nrows, a, lda, arows, b, ldb, kb, nb, o, ldo, orows)
+
+
+cdef inline void _gemm_outer(ptrdiff_t nrows, const floating *a, ptrdiff_t lda,
+                             const floating *g, ptrdiff_t ldg, int kb, int nb, floating *d,
+                             ptrdiff_t ldd) noexcept nogil:
+    if floating is float:
+        gemm_outer_f32(nrows, a, lda, g, ldg, kb, nb, d, ldd)
+    else:
+        gemm_outer_f64(nrows, a, lda, g, ldg, kb, nb, d, ldd)
+
+
+cdef inline void _pack_block(const floating *src, ptrdiff_t sq, ptrdiff_t sc, int kb, int nb,
+                             floating *dst) noexcept nogil:
+    if floating is float:
+        pack_block_f32(src, sq, sc, kb, nb, dst)
+    else:
+        pack_block_f64(src, sq, sc, kb, nb, dst)
+
+
+cdef inline ptrdiff_t _list_rows(const Cut *nout, int j, Py_ssize_t n,
+                                 ptrdiff_t *rows) noexcept nogil:
+    """Writes the rows where output block j is on; returns how many."""
+    cdef Py_ssize_t i
+    cdef ptrdiff_t count = 0
+    for i in range(n):
+        rows[count] = i
+        count += _on(nout, i, j)
+    return count
+
+
+cdef inline const ptrdiff_t *_pair_rows(const Cut *kin, const Cut *nout,
+                                        const RowLists *by_block, int p, int j,
+                                        const ptrdiff_t *rows_j, ptrdiff_t nrows_j,
+                                        ptrdiff_t *buffer, ptrdiff_t *count) noexcept nogil:
+    """The rows where input block p and output block j are both on, in increasing order."""
+    cdef ptrdiff_t t, i, c = 0
+    if kin.mask == NULL:
+        count[0] = nrows_j
+        return rows_j
+    if nout.mask == NULL:
+        count[0] = by_block.offsets[p + 1] - by_block.offsets[p]
+        return by_block.rows + by_block.offsets[p]
+    for t in range(by_block.offsets[p], by_block.offsets[p + 1]):
+        i = by_block.rows[t]
+        buffer[c] = i
+        c += nout.mask[i * nout.count + j]    # branch-free: masks are random
+    count[0] = c
+    return buffer
+
+
+cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
+                         const floating *b, ptrdiff_t sb0, ptrdiff_t sb1,
+                         const floating *bias, ptrdiff_t sbias, floating *o, ptrdiff_t ldo,
+                         const Cut *kin, const Cut *nout, const RowLists *by_block,
+                         Scratch *s) noexcept nogil:
+    """Output column block j of ``(a @ b + bias)`` under the masks, for every row."""
+    cdef int nb = _extent(nout, j), kb, p, q, col
+    cdef Py_ssize_t i
+    cdef ptrdiff_t t, nrows_j, count, next_count = 0
+    cdef const ptrdiff_t *rows
+    cdef const ptrdiff_t *next_rows = NULL
+    cdef const floating *block
+    cdef const floating *next_block
+    cdef floating *ocol = o + <ptrdiff_t>j * nout.width
+    cdef floating *orow
+    cdef floating *packed = <floating *>s.packed_b
+
+    # Inactive outputs are 0, whatever the inputs hold; active ones start at the bias.
+    for i in range(n):
+        orow = ocol + i * ldo
+        if bias != NULL and _on(nout, i, j):
+            for col in range(nb):
+                orow[col] = bias[(<ptrdiff_t>j * nout.width + col) * sbias]
+        else:
+            memset(orow, 0, nb * sizeof(floating))
+    nrows_j = _list_rows(nout, j, n, s.rows)
+    if nrows_j == 0 or kin.count == 0:
+        return
+    next_rows = _pair_rows(kin, nout, by_block, 0, j, s.rows, nrows_j, s.pairs, &next_count)
+    for p in range(kin.count):
+        rows = next_rows
+        count = next_count
+        kb = _extent(kin, p)
+        if p + 1 < kin.count:
+            # Find the next pair's rows now and start fetching its weights, so that memory
+            # works while this pair computes.  (The rows of a are fewer and come from
+            # the outer caches: fetching them too measured no faster.)
+            next_rows = _pair_rows(kin, nout, by_block, p + 1, j, s.rows, nrows_j,
+                                   s.pairs + n * ((p + 1) % 2), &next_count)
+            if next_count and sb1 == 1:
+                next_block = b + <ptrdiff_t>(p + 1) * kin.width * sb0 \
+                    + <ptrdiff_t>j * nout.width
+                for q in range(_extent(kin, p + 1)):
+                    condnn_prefetch_later(next_block + q * sb0, nb * sizeof(floating))
+        if count == 0:
+            continue
+        block = b + <ptrdiff_t>p * kin.width * sb0 + <ptrdiff_t>j * nout.width * sb1
+        if sb1 == 1 and count <= CONDNN_MR:
+            # A single tile of rows reads each weight once: packing would not pay.
+            _gemm_rows(count, a + <ptrdiff_t>p * kin.width, lda, rows, block, sb0, kb, nb,
+                       ocol, ldo, rows)
+        else:
+            # Packed, the block is contiguous: unit-stride loads however b is laid out,
+            # and no cache-set conflicts between its rows.
+            _pack_block(block, sb0, sb1, kb, nb, packed)
+            _gemm_rows(count, a + <ptrdiff_t>p * kin.width, lda, rows, packed, nb, kb, nb,
+                       ocol, ldo, rows)
+
+
+cdef void _product(Py_ssize_t n, const floating *a, ptrdiff_t lda, const floating *b,
+                   ptrdiff_t sb0, ptrdiff_t sb1, const floating *bias, ptrdiff_t sbias,
+                   floating *o, ptrdiff_t ldo, Cut kin, Cut nout, RowLists by_block,
+                   Scratch *scratch, int nthreads) noexcept nogil:
+    cdef int j
+    for j in prange(nout.count, schedule="dynamic", num_threads=nthreads):
+        _product_block(j, n, a, lda, b, sb0, sb1, bias, sbias, o, ldo, &kin, &nout,
+                       &by_block, &scratch[threadid()])
+
+
+cdef inline ptrdiff_t _stride(cnp.ndarray x, int axis):
+    return cnp.PyArray_STRIDE(x, axis) // cnp.PyArray_ITEMSIZE(x)
+
+
+cdef _run_product(cnp.ndarray a, in_mask, cnp.ndarray b, ptrdiff_t sb0, ptrdiff_t sb1,
+                  out_mask, c, int block_size, cnp.ndarray out):
+    """out = (a @ b + c) under in_mask (blocks of a's columns) and out_mask (of out's)."""
+    cdef Py_ssize_t n = a.shape[0]
+    cdef int nthreads = _num_threads
+    cdef Cut kin = _cut(in_mask, a.shape[1], block_size)
+    cdef Cut nout = _cut(out_mask, out.shape[1], block_size)
+    cdef _Workspace work = _Workspace(n, kin.width, nout.width, a.itemsize, nthreads, False)
+    cdef _RowsByBlock by_block = _RowsByBlock(in_mask, n)
+    cdef RowLists lists = by_block.lists()
+    cdef ptrdiff_t sbias = _stride(c, 0) if c is not None else 0
+    cdef ptrdiff_t lda = _stride(a, 0), ldo = _stride(out, 0)
+    cdef void *pa = cnp.PyArray_DATA(a)
+    cdef void *pb = cnp.PyArray_DATA(b)
+    cdef void *pc = cnp.PyArray_DATA(c) if c is not None else NULL
+    cdef void *po = cnp.PyArray_DATA(out)
+    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
+        with nogil:
+            _product[float](n, <const float *>pa, lda, <const float *>pb, sb0, sb1,
+                            <const float *>pc, sbias, <float *>po, ldo, kin, nout, lists,
+                            work.threads, nthreads)
+    else:
+        with nogil:
+            _product[double](n, <const double *>pa, lda, <const double *>pb, sb0, sb1,
+                             <const double *>pc, sbias, <double *>po, ldo, kin, nout, lists,
+                             work.threads, nthreads)
+
+
+def forward(cnp.ndarray a, amask, cnp.ndarray b, omask, c, int block_size, cnp.ndarray out):
+    """out = (a @ b + c) * Om with a's inactive blocks skipped."""
+    _run_product(a, amask, b, _stride(b, 0), _stride(b, 1), omask, c, block_size, out)
+
+
+cdef void _outer_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
+                       const floating *g, ptrdiff_t ldg, floating *db, ptrdiff_t lddb,
+                       floating *dc, const Cut *kin, const Cut *nout,
+                       const RowLists *by_block, Scratch *s) noexcept nogil:
+    """Column block j of db = (a under Am).T @ (g under Om) and of dc = its column sums.
+
+    The rows of each block pair are gathered, ROW_GROUP at a time, into contiguous buffers:
+    the kernel then reads them at unit stride, free of cache-set conflicts."""
+    cdef int nb = _extent(nout, j), kb, p, col, q
+    cdef ptrdiff_t t, start, group, count, nrows_j
+    cdef const ptrdiff_t *rows
+    cdef const floating *gcol = g + <ptrdiff_t>j * nout.width
+    cdef const floating *acol
+    cdef const floating *grow
+    cdef floating *dblock
+    cdef floating *dcol = dc + <ptrdiff_t>j * nout.width
+    cdef floating *ga = <floating *>s.gathered_a
+    cdef floating *gg = <floating *>s.gathered_g
+
+    nrows_j = _list_rows(nout, j, n, s.rows)
+    memset(dcol, 0, nb * sizeof(floating))
+    for t in range(nrows_j):
+        grow = gcol + s.rows[t] * ldg
+        for col in range(nb):
+            dcol[col] += grow[col]
+    for p in range(kin.count):
+        kb = _extent(kin, p)
+        dblock = db + <ptrdiff_t>p * kin.width * lddb + <ptrdiff_t>j * nout.width
+        for q in range(kb):
+            memset(dblock + q * lddb, 0, nb * sizeof(floating))
+        if nrows_j == 0:
+            continue
+        rows = _pair_rows(kin, nout, by_block, p, j, s.rows, nrows_j, s.pairs, &count)
+        acol = a + <ptrdiff_t>p * kin.width
+        start = 0
+        while start < count:
+            group = min(ROW_GROUP, count - start)
+            for t in range(group):
+                if t + CONDNN_PREFETCH_AHEAD < group:
+                    condnn_prefetch(acol + rows[start + t + CONDNN_PREFETCH_AHEAD] * lda,
+                                    kb * sizeof(floating))
+                    condnn_prefetch(gcol + rows[start + t + CONDNN_PREFETCH_AHEAD] * ldg,
+                                    nb * sizeof(floating))
+                memcpy(ga + t * kin.width, acol + rows[start + t] * lda, kb * sizeof(floating))
+                memcpy(gg + t * nb, gcol + rows[start + t] * ldg, nb * sizeof(floating))
+            _gemm_outer(group, ga, kin.width, gg, nb, kb, nb, dblock, lddb)
+            start += group
+
+
+cdef void _outer(Py_ssize_t n, const floating *a, ptrdiff_t lda, const floating *g,
+                 ptrdiff_t ldg, floating *db, ptrdiff_t lddb, floating *dc, Cut kin,
+                 Cut nout, RowLists by_block, Scratch *scratch, int nthreads) noexcept nogil:
+    cdef int j
+    for j in prange(nout.count, schedule="dynamic", num_threads=nthreads):
+        _outer_block(j, n, a, lda, g, ldg, db, lddb, dc, &kin, &nout, &by_block,
+                     &scratch[threadid()])
+
+
+def backward(cnp.ndarray g, cnp.ndarray a, amask, cnp.ndarray b, omask, int block_size,
+             cnp.ndarray da, cnp.ndarray db, cnp.ndarray dc):
+    """da, db, dc of the product, g being the gradient of its output (read under Om)."""
+    # da = (g under Om) @ b.T under Am: the same product, with b read transposed.
+    _run_product(g, omask, b, _stride(b, 1), _stride(b, 0), amask, None, block_size, da)
+
+    cdef Py_ssize_t n = a.shape[0]
+    cdef int nthreads = _num_threads
+    cdef Cut kin = _cut(amask, a.shape[1], block_size)
+    cdef Cut nout = _cut(omask, g.shape[1], block_size)
+    cdef _Workspace work = _Workspace(n, kin.width, nout.width, a.itemsize, nthreads, True)
+    cdef _RowsByBlock by_block = _RowsByBlock(amask, n)
+    cdef RowLists lists = by_block.lists()
+    cdef ptrdiff_t lda = _stride(a, 0), ldg = _stride(g, 0), lddb = _stride(db, 0)
+    cdef void *pa = cnp.PyArray_DATA(a)
+    cdef void *pg = cnp.PyArray_DATA(g)
+    cdef void *pdb = cnp.PyArray_DATA(db)
+    cdef void *pdc = cnp.PyArray_DATA(dc)
+    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
+        with nogil:
+            _outer[float](n, <const float *>pa, lda, <const float *>pg, ldg, <float *>pdb,
+                          lddb, <float *>pdc, kin, nout, lists, work.threads, nthreads)
+    else:
+        with nogil:
+            _outer[double](n, <const double *>pa, lda, <const double *>pg, ldg,
+                           <double *>pdb, lddb, <double *>pdc, kin, nout, lists,
+                           work.threads, nthreads)

@@ -1,0 +1,90 @@
+"""Determinism of the block-sparse kernels: bitwise identical results across repeated calls
+and whatever the thread count, for every variant, forward and backward, on problems big
+enough that the work is split between threads."""
+import importlib.machinery
+import os
+import subprocess
+import sys
+from typing import Iterator, Tuple
+
+import numpy as np
+import pytest
+
+import condnn
+from condnn import _sparse
+from condnn.sparse_reference import reference_sparse_dot, reference_sparse_dot_backward
+
+COMPILED = _sparse.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+
+
+@pytest.fixture
+def restore_threads() -> Iterator[int]:
+    before = condnn.get_num_threads()
+    yield before
+    condnn.set_num_threads(before)
+
+
+def _problem(variant: str, n: int, k: int, m: int, bs: int, density: float, seed: int):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, k)).astype(np.float32)
+    b = rng.standard_normal((k, m)).astype(np.float32)
+    c = rng.standard_normal(m).astype(np.float32)
+    g = rng.standard_normal((n, m)).astype(np.float32)
+    amask = rng.random((n, k // bs)) < density if variant in ("ss", "sf") else None
+    omask = rng.random((n, m // bs)) < density if variant in ("ss", "fs") else None
+    return a, amask, b, omask, c, g
+
+
+def _run(args, bs: int) -> Tuple[np.ndarray, ...]:
+    a, amask, b, omask, c, g = args
+    out = condnn.sparse_dot(a, amask, b, omask, c, bs)
+    return (out,) + tuple(condnn.sparse_dot_backward(g, a, amask, b, omask, bs))
+
+
+def _bits(x: np.ndarray) -> np.ndarray:
+    """The raw bits, so that -0.0 vs 0.0 or two NaN payloads count as different."""
+    return x.view(np.uint32 if x.dtype == np.float32 else np.uint64)
+
+
+NAMES = ("out", "da", "db", "dc")
+
+
+# n = 300 rows over k = m = 512 split across threads by rows and by blocks; n = 3 leaves
+# some threads with no rows at all.
+@pytest.mark.parametrize("n", [300, 3])
+@pytest.mark.parametrize("variant", ["ss", "sf", "fs", "dense"])
+def test_bitwise_identical_across_calls_and_thread_counts(variant, n, restore_threads) -> None:
+    bs, k, m = 32, 512, 512
+    args = _problem(variant, n, k, m, bs, 0.5, seed=n)
+    condnn.set_num_threads(1)
+    one = _run(args, bs)
+    condnn.set_num_threads(2)
+    runs = [_run(args, bs) for _ in range(3)]
+    for run in runs:
+        for name, x, y in zip(NAMES, one, run):
+            assert np.array_equal(_bits(x), _bits(y)), \
+                f"{name} differs between 1 and 2 threads, or between calls ({variant}, n={n})"
+
+    # The single-threaded result is also right (checked loosely here: test_sparse.py holds
+    # the exact tolerance); a kernel that is deterministically wrong must not pass.
+    a, amask, b, omask, c, g = args
+    want = (reference_sparse_dot(a, amask, b, omask, c, bs),) + \
+        reference_sparse_dot_backward(g, a, amask, b, omask, bs)
+    for name, x, w in zip(NAMES, one, want):
+        scale = np.abs(w).max() if w.size else 0.0
+        assert np.allclose(x, w, rtol=0, atol=1e-4 * (1 + scale)), f"{name} wrong ({variant})"
+
+
+@pytest.mark.skipif(not COMPILED, reason="the thread defaults belong to the compiled kernels")
+@pytest.mark.parametrize("env,expected", [({"CONDNN_NUM_THREADS": "1"}, 1),
+                                          ({"CONDNN_NUM_THREADS": "2"}, 2),
+                                          ({"OMP_NUM_THREADS": "1"}, 1)])
+def test_default_thread_count_from_environment(env, expected) -> None:
+    """The documented defaults: CONDNN_NUM_THREADS, else OMP_NUM_THREADS."""
+    clean = {key: value for key, value in os.environ.items()
+             if key not in ("CONDNN_NUM_THREADS", "OMP_NUM_THREADS")}
+    result = subprocess.run(
+        [sys.executable, "-c", "import condnn; print(condnn.get_num_threads())"],
+        env={**clean, **env}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.strip()) == expected
