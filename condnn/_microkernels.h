@@ -37,6 +37,8 @@ CONDNN_INLINE void condnn_prefetch_later(const void *p, size_t bytes) {
 /* Rows of a tile: 6 rows x 2 vectors of accumulators fill 12 of the 16 vector registers
  * of AVX2, leaving room for the two weight vectors and the broadcast operand. */
 #define CONDNN_MR 6
+/* The most vectors of columns in a tile (for tiles of a single row). */
+#define CONDNN_NV_MAX 8
 
 #define REAL float
 #define VEC condnn_vf32

@@ -16,24 +16,23 @@ CONDNN_INLINE VEC SUF(loadu)(const REAL *p) {
 CONDNN_INLINE void SUF(storeu)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
 
 /*
- * out[r][c0 .. c0 + NV*VLEN) += sum_q a[r][q] * b[q * ldb + c0 ..]   for r < mr, q < kb.
+ * out[r][c0 .. c0 + nv*VLEN) += sum_q a[r][q] * b[q * ldb + c0 ..]   for r < mr, q < kb.
  * mr and nv are compile-time constants at every call site, so the loops unroll and the
- * accumulators live in registers.
+ * mr * nv <= 12 accumulators live in registers.
  */
 CONDNN_INLINE void SUF(rows_tile)(const int mr, const int nv, const REAL *const *a,
                                   const REAL *b, ptrdiff_t ldb, int kb, REAL *const *out,
                                   int c0) {
-    VEC acc[CONDNN_MR][2];
+    VEC acc[CONDNN_MR][CONDNN_NV_MAX];
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < nv; v++) acc[r][v] = SUF(loadu)(out[r] + c0 + v * VLEN);
     const REAL *bq = b + c0;
     for (int q = 0; q < kb; q++, bq += ldb) {
-        VEC b0 = SUF(loadu)(bq);
-        VEC b1 = nv > 1 ? SUF(loadu)(bq + VLEN) : b0;
+        VEC bv[CONDNN_NV_MAX];
+        for (int v = 0; v < nv; v++) bv[v] = SUF(loadu)(bq + v * VLEN);
         for (int r = 0; r < mr; r++) {
             REAL x = a[r][q];
-            acc[r][0] += b0 * x;
-            if (nv > 1) acc[r][1] += b1 * x;
+            for (int v = 0; v < nv; v++) acc[r][v] += bv[v] * x;
         }
     }
     for (int r = 0; r < mr; r++)
@@ -52,10 +51,16 @@ CONDNN_INLINE void SUF(rows_tail)(const int mr, const REAL *const *a, const REAL
     }
 }
 
+/* Few rows get wide tiles, so that the weights stream row by row and are loaded once per
+ * tile rather than once per narrow column chunk (this is what decides batch-1 speed). */
 CONDNN_INLINE void SUF(rows_block)(const int mr, const REAL *const *a, const REAL *b,
                                    ptrdiff_t ldb, int kb, int nb, REAL *const *out) {
+    const int wide = mr == 1 ? 8 : mr <= 3 ? 4 : 2;
     int c = 0;
-    for (; c + 2 * VLEN <= nb; c += 2 * VLEN) SUF(rows_tile)(mr, 2, a, b, ldb, kb, out, c);
+    for (; c + wide * VLEN <= nb; c += wide * VLEN)
+        SUF(rows_tile)(mr, wide, a, b, ldb, kb, out, c);
+    if (wide > 2)
+        for (; c + 2 * VLEN <= nb; c += 2 * VLEN) SUF(rows_tile)(mr, 2, a, b, ldb, kb, out, c);
     for (; c + VLEN <= nb; c += VLEN) SUF(rows_tile)(mr, 1, a, b, ldb, kb, out, c);
     SUF(rows_tail)(mr, a, b, ldb, kb, out, c, nb);
 }
@@ -94,7 +99,7 @@ static void SUF(gemm_rows)(ptrdiff_t nrows, const REAL *a, ptrdiff_t lda,
 CONDNN_INLINE void SUF(outer_tile)(const int mq, const int nv, ptrdiff_t nrows,
                                    const REAL *a, ptrdiff_t lda, const REAL *g,
                                    ptrdiff_t ldg, REAL *d, ptrdiff_t ldd) {
-    VEC acc[CONDNN_MR][2];
+    VEC acc[CONDNN_MR][CONDNN_NV_MAX];
     for (int q = 0; q < mq; q++)
         for (int v = 0; v < nv; v++) acc[q][v] = SUF(loadu)(d + q * ldd + v * VLEN);
     for (ptrdiff_t t = 0; t < nrows; t++) {

@@ -57,6 +57,8 @@ def variant(amask, omask) -> str:
 
 
 def _check_block_size(block_size) -> int:
+    if type(block_size) is int and block_size >= 1:   # the common case, checked fast
+        return block_size
     if isinstance(block_size, bool) or not isinstance(block_size, Integral):
         raise TypeError(f"block_size must be an int, got {type(block_size).__name__}")
     if block_size < 1:
@@ -97,8 +99,10 @@ def _check_mask(name: str, mask, rows: int, cols: int, block_size: int,
     if mask.shape != expected:
         raise ValueError(f"{name} must have shape {expected} (rows, {dim_name} / block_size), "
                          f"got {mask.shape}")
-    mask = np.ascontiguousarray(mask).view(np.uint8)
-    if mask.size and mask.max() > 1:
+    if not mask.flags.c_contiguous:
+        mask = np.ascontiguousarray(mask)
+    mask = mask.view(np.uint8)
+    if not _sparse.is_binary(mask):
         raise ValueError(f"{name} must hold only 0 and 1")
     return mask
 
