@@ -318,11 +318,16 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
             # the outer caches: fetching them too measured no faster.)
             next_rows = _pair_rows(kin, nout, by_block, p + 1, j, s.rows, nrows_j,
                                    s.pairs + n * ((p + 1) % 2), &next_count)
-            if next_count and sb1 == 1:
+            if next_count:
                 next_block = b + <ptrdiff_t>(p + 1) * kin.width * sb0 \
-                    + <ptrdiff_t>j * nout.width
-                for q in range(_extent(kin, p + 1)):
-                    condnn_prefetch_later(next_block + q * sb0, nb * sizeof(floating))
+                    + <ptrdiff_t>j * nout.width * sb1
+                if sb1 == 1:
+                    for q in range(_extent(kin, p + 1)):
+                        condnn_prefetch_later(next_block + q * sb0, nb * sizeof(floating))
+                elif sb0 == 1:    # b read transposed (the backward pass): rows are columns
+                    for col in range(nb):
+                        condnn_prefetch_later(next_block + col * sb1,
+                                              _extent(kin, p + 1) * sizeof(floating))
         if count == 0:
             continue
         block = b + <ptrdiff_t>p * kin.width * sb0 + <ptrdiff_t>j * nout.width * sb1

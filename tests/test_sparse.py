@@ -359,6 +359,27 @@ def test_every_block_size_from_1_to_128(variant: str, dtype) -> None:
     assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures[:20])
 
 
+ROW_COUNTS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 15, 16, 17, 23, 24, 25, 31, 32, 33, 47,
+              48, 49, 63, 64, 65, 127, 128, 129, 255, 256, 257)
+
+
+@pytest.mark.parametrize("density", (0.5, 1.0))
+@pytest.mark.parametrize("variant", SPARSE_VARIANTS)
+def test_row_counts_around_tile_boundaries(variant: str, density: float) -> None:
+    """Batches of every size around the usual row-tile and row-group sizes (powers of two,
+    multiples of 6 and 8, plus and minus one); at density 1 every row is in every block."""
+    failures = []
+    for n in ROW_COUNTS:
+        p = Problem(variant, np.float32, 16, n=n, k=80, m=48, densities=(density, density),
+                    seed=n)
+        for check in (check_forward, check_backward):
+            try:
+                check(p)
+            except (Exception, pytest.fail.Exception) as e:  # collect every failing size
+                failures.append(f"n={n} {check.__name__}: {str(e).splitlines()[0]}")
+    assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures[:20])
+
+
 # Shapes past typical cache blocking (k or m over 1000) with tails everywhere.
 LARGE_SHAPES = [
     ("ss", 48, 67, 48 * 23, 48 * 11), ("ss", 16, 33, 16 * 70, 16 * 65), ("ss", 128, 9, 1280, 768),
@@ -413,17 +434,21 @@ def test_nan_in_inactive_block_of_a_reaches_nothing(variant: str) -> None:
     g = rng.standard_normal((n, m)).astype(np.float32)
     amask = np.ones((n, k // bs), dtype=bool)
     amask[2, 1] = False
-    a_clean = a.copy()
-    a[2, 1 * bs + 5] = np.nan
+    poisoned = a.copy()
+    poisoned[2, 1 * bs + 5] = np.nan
     omask = np.ones((n, m // bs), dtype=bool) if variant == "ss" else None
-    out = condnn.sparse_dot(a, amask, b, omask, None, bs)
-    da, db, dc = condnn.sparse_dot_backward(g, a, amask, b, omask, bs)
-    want = reference_sparse_dot(a_clean, amask, b, omask, None, bs)
-    want_da, want_db, want_dc = reference_sparse_dot_backward(g, a_clean, amask, b, omask, bs)
-    for name, x in (("out", out), ("da", da), ("db", db), ("dc", dc)):
+    out = condnn.sparse_dot(poisoned, amask, b, omask, None, bs)
+    grads = condnn.sparse_dot_backward(g, poisoned, amask, b, omask, bs)
+    for name, x in zip(("out", "da", "db", "dc"), (out,) + tuple(grads)):
         assert not np.isnan(x).any(), f"NaN of an inactive block of a reached {name}"
-    assert np.allclose(out, want, rtol=1e-4, atol=1e-4)
-    assert np.allclose(db, want_db, rtol=1e-4, atol=1e-4)
+    # And the results are those of the clean a.
+    want = reference_sparse_dot(a, amask, b, omask, None, bs)
+    scale = reference_sparse_dot(np.abs(a), amask, np.abs(b), omask, None, bs)
+    assert_close("out", out, want, scale, k, np.float32, variant)
+    want = reference_sparse_dot_backward(g, a, amask, b, omask, bs)
+    scale = reference_sparse_dot_backward(np.abs(g), np.abs(a), amask, np.abs(b), omask, bs)
+    for name, x, w, s, terms in zip(("da", "db", "dc"), grads, want, scale, (m, n, n)):
+        assert_close(name, x, w, s, terms, np.float32, variant)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
