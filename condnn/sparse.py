@@ -28,6 +28,8 @@ from condnn import _sparse
 __all__ = ["sparse_dot", "sparse_dot_backward", "set_num_threads", "get_num_threads", "variant"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+# Each thread gets its own scratch memory: a bound keeps a typo from exhausting memory.
+MAX_THREADS = 1024
 _MASK_DTYPES = (np.dtype(np.bool_), np.dtype(np.int8), np.dtype(np.uint8))
 
 
@@ -39,8 +41,8 @@ def set_num_threads(n: int) -> None:
     """
     if isinstance(n, bool) or not isinstance(n, Integral):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"n must be between 1 and {MAX_THREADS}, got {n}")
     _sparse.set_num_threads(int(n))
 
 
@@ -66,10 +68,25 @@ def _check_block_size(block_size) -> int:
     return int(block_size)
 
 
-def _check_matrix(name: str, x, ndim: int = 2) -> np.ndarray:
+def _plain_array(name: str, x, what: str) -> np.ndarray:
+    """x as a plain ndarray: subclasses are viewed as ndarray, masked arrays refused (their
+    mask would be silently ignored)."""
+    if type(x) is np.ndarray:
+        return x
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{name} must be a plain numpy.ndarray, got a masked array; "
+                        f"fill it first (x.filled(0))")
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
+        raise TypeError(f"{name} must be a numpy.ndarray{what}, got {type(x).__name__}")
+    return np.asarray(x)
+
+
+def _check_matrix(name: str, x, ndim: int = 2) -> np.ndarray:
+    x = _plain_array(name, x, "")
     if x.dtype not in _FLOATS:
+        if x.dtype.kind == "f" and x.dtype.newbyteorder() in _FLOATS:
+            raise TypeError(f"{name} must have native byte order, got {x.dtype}; "
+                            f"convert it with x.astype(x.dtype.newbyteorder('='))")
         raise TypeError(f"{name} must have dtype float32 or float64, got {x.dtype}")
     if x.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
@@ -88,8 +105,7 @@ def _check_mask(name: str, mask, rows: int, cols: int, block_size: int,
     """The mask as a C-contiguous uint8 array of 0/1, or None."""
     if mask is None:
         return None
-    if not isinstance(mask, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray or None, got {type(mask).__name__}")
+    mask = _plain_array(name, mask, " or None")
     if mask.dtype not in _MASK_DTYPES:
         raise TypeError(f"{name} must have dtype bool, int8 or uint8, got {mask.dtype}")
     if cols % block_size != 0:
@@ -115,8 +131,9 @@ def _kernel_operand(x: np.ndarray) -> np.ndarray:
 
 
 def _check_out(name: str, out, shape, dtype, inputs) -> None:
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray or None, got {type(out).__name__}")
+    if type(out) is not np.ndarray:
+        raise TypeError(f"{name} must be a plain numpy.ndarray or None, "
+                        f"got {type(out).__name__}")
     if out.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
     if out.dtype != dtype:
@@ -156,10 +173,10 @@ def sparse_dot(a: np.ndarray, amask: Optional[np.ndarray], b: np.ndarray,
                [0., 0., 2., 2.]], dtype=float32)
     """
     block_size = _check_block_size(block_size)
-    _check_matrix("a", a)
-    _check_matrix("b", b)
+    a = _check_matrix("a", a)
+    b = _check_matrix("b", b)
     if c is not None:
-        _check_matrix("c", c, ndim=1)
+        c = _check_matrix("c", c, ndim=1)
     _check_dtypes(a.dtype, b=b, c=c)
     n, k = a.shape
     if b.shape[0] != k:
@@ -168,10 +185,11 @@ def sparse_dot(a: np.ndarray, amask: Optional[np.ndarray], b: np.ndarray,
     m = b.shape[1]
     if c is not None and c.shape != (m,):
         raise ValueError(f"c must have shape ({m},), got {c.shape}")
+    given_masks = {"amask": amask, "omask": omask}
     amask = _check_mask("amask", amask, n, k, block_size, "k")
     omask = _check_mask("omask", omask, n, m, block_size, "m")
     if out is not None:
-        _check_out("out", out, (n, m), a.dtype, {"a": a, "b": b, "c": c})
+        _check_out("out", out, (n, m), a.dtype, {"a": a, "b": b, "c": c, **given_masks})
 
     if amask is None and omask is None:
         y = np.matmul(a, b, out=out)
@@ -204,9 +222,9 @@ def sparse_dot_backward(grad_out: np.ndarray, a: np.ndarray, amask: Optional[np.
     The arguments are those given to :func:`sparse_dot`, with ``grad_out`` of shape (n, m).
     """
     block_size = _check_block_size(block_size)
-    _check_matrix("grad_out", grad_out)
-    _check_matrix("a", a)
-    _check_matrix("b", b)
+    grad_out = _check_matrix("grad_out", grad_out)
+    a = _check_matrix("a", a)
+    b = _check_matrix("b", b)
     _check_dtypes(a.dtype, grad_out=grad_out, b=b)
     n, k = a.shape
     if b.shape[0] != k:

@@ -71,11 +71,24 @@ def test_matrix_not_an_array(call, name, bad) -> None:
 
 
 @MATRICES
-@pytest.mark.parametrize("dtype", [np.float16, np.int32, np.int64, np.complex64, np.bool_,
-                                   np.dtype(">f4")])
+@pytest.mark.parametrize("dtype", [np.float16, np.int32, np.int64, np.complex64, np.bool_])
 def test_matrix_bad_dtype(call, name, dtype) -> None:
     x = _good()[name].astype(dtype)
     _raises(call, TypeError, rf"^{name} must have dtype float32 or float64", **{name: x})
+
+
+@MATRICES
+@pytest.mark.parametrize("dtype", [np.dtype(">f4"), np.dtype(">f8")])
+def test_matrix_non_native_byte_order(call, name, dtype) -> None:
+    x = _good()[name].astype(dtype)
+    _raises(call, TypeError, rf"^{name} must have native byte order", **{name: x})
+
+
+@MATRICES
+def test_matrix_masked_array_refused(call, name) -> None:
+    x = np.ma.masked_array(_good()[name], mask=False)
+    _raises(call, TypeError, rf"^{name} must be a plain numpy\.ndarray, got a masked array",
+            **{name: x})
 
 
 @MATRICES
@@ -250,7 +263,7 @@ def test_block_size_numpy_integer_accepted(call) -> None:
 
 
 def test_out_not_an_array() -> None:
-    _raises(call_forward, TypeError, r"^out must be a numpy\.ndarray or None",
+    _raises(call_forward, TypeError, r"^out must be a plain numpy\.ndarray or None",
             out=[[0.0] * M] * N)
 
 
@@ -291,6 +304,14 @@ def test_out_sharing_memory_with_an_input(name, amask_on) -> None:
     _raises(call_forward, ValueError, rf"^out must not share memory with {name}", out=out, **kw)
 
 
+@pytest.mark.parametrize("name", ["amask", "omask"])
+def test_out_sharing_memory_with_a_mask(name) -> None:
+    out = np.zeros((N, M), np.float32)      # all zeros: its bytes are a valid 0/1 mask
+    mask = out.view(np.uint8)[:, :(K if name == "amask" else M) // BS]
+    _raises(call_forward, ValueError, rf"^out must not share memory with {name}",
+            out=out, **{name: mask})
+
+
 # ----------------------------------------------------------------------------------------------
 # Thread settings
 
@@ -313,9 +334,9 @@ def test_set_num_threads_round_trip(restore_threads, n) -> None:
     assert got == int(n) and isinstance(got, int)
 
 
-@pytest.mark.parametrize("bad", [0, -1, np.int64(0)])
-def test_set_num_threads_not_positive(restore_threads, bad) -> None:
-    with pytest.raises(ValueError, match=rf"^n must be at least 1, got {int(bad)}"):
+@pytest.mark.parametrize("bad", [0, -1, np.int64(0), condnn.sparse.MAX_THREADS + 1, 2 ** 31])
+def test_set_num_threads_out_of_range(restore_threads, bad) -> None:
+    with pytest.raises(ValueError, match=rf"^n must be between 1 and \d+, got {int(bad)}"):
         condnn.set_num_threads(bad)
     assert condnn.get_num_threads() == restore_threads, "a rejected value changed the setting"
 

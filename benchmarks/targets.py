@@ -1,0 +1,134 @@
+"""condnn's CPU performance targets, measured in one run and reported PASS or FAIL.
+
+A report, not a test: it always exits 0 and says what it measured, slower results as slower.
+Every configuration is float32, n = 1024, k = m = 4096, one thread, unless it says otherwise;
+speedups are against the fastest dense NumPy baseline of ``sparse_dot.py`` (whose docstring
+describes how it is measured).
+
+Usage::
+
+    python benchmarks/targets.py [--min-time S] [--out-dir DIR]
+
+Writes ``targets_cpu.md`` and ``targets_cpu.csv`` (the raw points) in the output directory
+(default ``benchmarks/results``).  Takes every core for a few minutes: the dense baselines at
+this size run for about a second each.
+"""
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import benchlib  # noqa: E402
+import sparse_dot  # noqa: E402
+from benchlib import Point  # noqa: E402
+
+Row = Dict[str, object]
+
+
+def point(variant: str = "ss", bs: int = 64, density: float = 0.25, n: int = 1024,
+          k: int = 4096, pass_: str = "fwd", threads: int = 1) -> Point:
+    return Point(variant, pass_, n, k, k, bs, density, threads, "float32")
+
+
+@dataclass
+class Target:
+    """A goal: ``measure(rows)`` gives the measured value, compared with ``goal``."""
+    name: str
+    points: Tuple[Point, ...]
+    measure: Callable[[Dict[Point, Row]], float]
+    goal: float
+    unit: str     # how the value reads: "x dense", "x bs64 throughput", ...
+
+    def check(self, rows: Dict[Point, Row]) -> Tuple[float, bool]:
+        value = self.measure(rows)
+        return value, value >= self.goal
+
+
+def _speedup(p: Point) -> Callable[[Dict[Point, Row]], float]:
+    return lambda rows: float(rows[p]["speedup"])
+
+
+def _throughput_ratio(p: Point, q: Point) -> Callable[[Dict[Point, Row]], float]:
+    """Useful GFLOP/s of p over that of q."""
+    return lambda rows: float(rows[p]["useful_gflops"]) / float(rows[q]["useful_gflops"])
+
+
+def targets() -> List[Target]:
+    ss64 = point()
+    result = [
+        Target("ss bs64 d0.25 forward", (ss64,), _speedup(ss64), 8.0, "x dense"),
+        Target("ss bs64 d0.1 forward", (point(density=0.1),), _speedup(point(density=0.1)),
+               25.0, "x dense"),
+    ]
+    for variant in ("sf", "fs"):
+        for density, goal in ((0.25, 2.5), (0.1, 5.0)):
+            p = point(variant, density=density)
+            result.append(Target(f"{variant} bs64 d{density} forward", (p,), _speedup(p), goal,
+                                 "x dense"))
+    ss32 = point(bs=32)
+    # "bs32 within 1.5x of bs64": bs32's throughput at least 1 / 1.5 of bs64's.
+    result.append(Target("ss bs32 d0.25 throughput vs bs64", (ss32, ss64),
+                         _throughput_ratio(ss32, ss64), 1 / 1.5, "x bs64 GFLOP/s"))
+    ss16 = point(bs=16)
+    result.append(Target("ss bs16 d0.25 forward beats dense", (ss16,), _speedup(ss16), 1.0,
+                         "x dense"))
+    for n in (1, 64):
+        p = point(n=n, k=1024)
+        result.append(Target(f"ss bs64 d0.25 forward, n={n}, k=m=1024", (p,), _speedup(p), 4.0,
+                             "x dense"))
+    bwd = point(pass_="bwd")
+    result.append(Target("ss bs64 d0.25 backward (da and db) vs dense backward", (bwd,),
+                         _speedup(bwd), 4.0, "x dense"))
+    two = point(threads=2)
+    result.append(Target("ss bs64 d0.25 forward, 2 threads vs 1", (two, ss64),
+                         _throughput_ratio(two, ss64), 1.8, "x 1-thread GFLOP/s"))
+    return result
+
+
+def report(rows_by_point: Dict[Point, Row], goals: Sequence[Target]) -> List[str]:
+    lines = []
+    for t in goals:
+        value, ok = t.check(rows_by_point)
+        lines.append(f"{'PASS' if ok else 'FAIL'}  {t.name}: {value:.3g} {t.unit} "
+                     f"(target >= {t.goal:.3g})")
+    return lines
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--min-time", type=float, default=0.5,
+                        help="seconds of samples per point at least (default 0.5)")
+    parser.add_argument("--out-dir", default=sparse_dot.DEFAULT_RESULTS)
+    args = parser.parse_args(argv)
+
+    goals = targets()
+    points = list(dict.fromkeys(p for t in goals for p in t.points))
+    timing = {"min_time": args.min_time, "max_time": 20.0, "min_samples": 3,
+              "max_samples": 50}
+    rows, setup = sparse_dot.run(points, timing)
+    rows_by_point = {Point(r["variant"], r["pass"], r["n"], r["k"], r["m"], r["bs"],
+                           r["density"], r["threads"], r["dtype"]): r for r in rows}
+    lines = report(rows_by_point, goals)
+    print()
+    print("\n".join(lines))
+    passed = sum(line.startswith("PASS") for line in lines)
+    summary = f"{passed} of {len(lines)} targets met"
+    print(summary)
+
+    benchlib.atomic_write(os.path.join(args.out_dir, "targets_cpu.csv"),
+                          benchlib.csv_text(sparse_dot.COLUMNS, rows))
+    md = ["# condnn CPU performance targets", ""]
+    md += [f"- {key}: {value}" for key, value in setup.items()]
+    md += ["", "```", *lines, summary, "```", "", "Measured points:", "",
+           benchlib.markdown_table(sparse_dot.COLUMNS, rows)]
+    benchlib.atomic_write(os.path.join(args.out_dir, "targets_cpu.md"), "\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
