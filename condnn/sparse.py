@@ -23,14 +23,12 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from condnn import _sparse
+from condnn import _checks, _sparse
 
 __all__ = ["sparse_dot", "sparse_dot_backward", "set_num_threads", "get_num_threads", "variant"]
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # Each thread gets its own scratch memory: a bound keeps a typo from exhausting memory.
 MAX_THREADS = 1024
-_MASK_DTYPES = (np.dtype(np.bool_), np.dtype(np.int8), np.dtype(np.uint8))
 
 
 def set_num_threads(n: int) -> None:
@@ -58,68 +56,25 @@ def variant(amask, omask) -> str:
     return ("s" if amask is not None else "f") + ("s" if omask is not None else "f")
 
 
-def _check_block_size(block_size) -> int:
-    if type(block_size) is int and block_size >= 1:   # the common case, checked fast
-        return block_size
-    if isinstance(block_size, bool) or not isinstance(block_size, Integral):
-        raise TypeError(f"block_size must be an int, got {type(block_size).__name__}")
-    if block_size < 1:
-        raise ValueError(f"block_size must be at least 1, got {block_size}")
-    return int(block_size)
-
-
-def _plain_array(name: str, x, what: str) -> np.ndarray:
-    """x as a plain ndarray: subclasses are viewed as ndarray, masked arrays refused (their
-    mask would be silently ignored)."""
-    if type(x) is np.ndarray:
+def _as_plain(x):
+    """A subclass of ndarray (np.matrix, say) as a plain ndarray; anything else unchanged,
+    for the checks to accept or refuse (a masked array is refused: its mask would be
+    ignored)."""
+    if type(x) is np.ndarray or not isinstance(x, np.ndarray) \
+            or isinstance(x, np.ma.MaskedArray):
         return x
-    if isinstance(x, np.ma.MaskedArray):
-        raise TypeError(f"{name} must be a plain numpy.ndarray, got a masked array; "
-                        f"fill it first (x.filled(0))")
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray{what}, got {type(x).__name__}")
     return np.asarray(x)
 
 
-def _check_matrix(name: str, x, ndim: int = 2) -> np.ndarray:
-    x = _plain_array(name, x, "")
-    if x.dtype not in _FLOATS:
-        if x.dtype.kind == "f" and x.dtype.newbyteorder() in _FLOATS:
-            raise TypeError(f"{name} must have native byte order, got {x.dtype}; "
-                            f"convert it with x.astype(x.dtype.newbyteorder('='))")
-        raise TypeError(f"{name} must have dtype float32 or float64, got {x.dtype}")
-    if x.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
-    return x
-
-
-def _check_dtypes(dtype: np.dtype, **arrays) -> None:
-    for name, x in arrays.items():
-        if x is not None and x.dtype != dtype:
-            raise TypeError(f"{name} has dtype {x.dtype} but a has dtype {dtype}; "
-                            f"mixed dtypes are not supported")
-
-
-def _check_mask(name: str, mask, rows: int, cols: int, block_size: int,
-                dim_name: str) -> Optional[np.ndarray]:
-    """The mask as a C-contiguous uint8 array of 0/1, or None."""
+def _binary_mask(name: str, mask: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """A checked mask as the kernels read it: C-contiguous uint8 holding only 0 and 1."""
     if mask is None:
         return None
-    mask = _plain_array(name, mask, " or None")
-    if mask.dtype not in _MASK_DTYPES:
-        raise TypeError(f"{name} must have dtype bool, int8 or uint8, got {mask.dtype}")
-    if cols % block_size != 0:
-        raise ValueError(f"block_size {block_size} does not divide {dim_name} = {cols}, "
-                         f"the dimension {name} applies to")
-    expected = (rows, cols // block_size)
-    if mask.shape != expected:
-        raise ValueError(f"{name} must have shape {expected} (rows, {dim_name} / block_size), "
-                         f"got {mask.shape}")
     if not mask.flags.c_contiguous:
         mask = np.ascontiguousarray(mask)
     mask = mask.view(np.uint8)
     if not _sparse.is_binary(mask):
-        raise ValueError(f"{name} must hold only 0 and 1")
+        raise ValueError(_checks.mask_values_message(name))
     return mask
 
 
@@ -128,21 +83,6 @@ def _kernel_operand(x: np.ndarray) -> np.ndarray:
     if x.strides[1] == x.itemsize and x.strides[0] >= 0:
         return x
     return np.ascontiguousarray(x)
-
-
-def _check_out(name: str, out, shape, dtype, inputs) -> None:
-    if type(out) is not np.ndarray:
-        raise TypeError(f"{name} must be a plain numpy.ndarray or None, "
-                        f"got {type(out).__name__}")
-    if out.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
-    if out.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
-    if not out.flags.writeable:
-        raise ValueError(f"{name} is read-only")
-    for input_name, x in inputs.items():
-        if x is not None and np.may_share_memory(out, x):
-            raise ValueError(f"{name} must not share memory with {input_name}")
 
 
 def sparse_dot(a: np.ndarray, amask: Optional[np.ndarray], b: np.ndarray,
@@ -172,24 +112,11 @@ def sparse_dot(a: np.ndarray, amask: Optional[np.ndarray], b: np.ndarray,
         array([[2., 2., 0., 0.],
                [0., 0., 2., 2.]], dtype=float32)
     """
-    block_size = _check_block_size(block_size)
-    a = _check_matrix("a", a)
-    b = _check_matrix("b", b)
-    if c is not None:
-        c = _check_matrix("c", c, ndim=1)
-    _check_dtypes(a.dtype, b=b, c=c)
-    n, k = a.shape
-    if b.shape[0] != k:
-        raise ValueError(f"b must have shape ({k}, m) to match a of shape {a.shape}, "
-                         f"got {b.shape}")
-    m = b.shape[1]
-    if c is not None and c.shape != (m,):
-        raise ValueError(f"c must have shape ({m},), got {c.shape}")
-    given_masks = {"amask": amask, "omask": omask}
-    amask = _check_mask("amask", amask, n, k, block_size, "k")
-    omask = _check_mask("omask", omask, n, m, block_size, "m")
-    if out is not None:
-        _check_out("out", out, (n, m), a.dtype, {"a": a, "b": b, "c": c, **given_masks})
+    a, amask, b, omask, c = map(_as_plain, (a, amask, b, omask, c))
+    n, k, m, block_size = _checks.check_forward(a, amask, b, omask, c, block_size, out,
+                                                _checks.NUMPY)
+    amask = _binary_mask("amask", amask)
+    omask = _binary_mask("omask", omask)
 
     if amask is None and omask is None:
         y = np.matmul(a, b, out=out)
@@ -221,20 +148,11 @@ def sparse_dot_backward(grad_out: np.ndarray, a: np.ndarray, amask: Optional[np.
 
     The arguments are those given to :func:`sparse_dot`, with ``grad_out`` of shape (n, m).
     """
-    block_size = _check_block_size(block_size)
-    grad_out = _check_matrix("grad_out", grad_out)
-    a = _check_matrix("a", a)
-    b = _check_matrix("b", b)
-    _check_dtypes(a.dtype, grad_out=grad_out, b=b)
-    n, k = a.shape
-    if b.shape[0] != k:
-        raise ValueError(f"b must have shape ({k}, m) to match a of shape {a.shape}, "
-                         f"got {b.shape}")
-    m = b.shape[1]
-    if grad_out.shape != (n, m):
-        raise ValueError(f"grad_out must have shape {(n, m)}, got {grad_out.shape}")
-    amask = _check_mask("amask", amask, n, k, block_size, "k")
-    omask = _check_mask("omask", omask, n, m, block_size, "m")
+    grad_out, a, amask, b, omask = map(_as_plain, (grad_out, a, amask, b, omask))
+    n, k, m, block_size = _checks.check_backward(grad_out, a, amask, b, omask, block_size,
+                                                 _checks.NUMPY)
+    amask = _binary_mask("amask", amask)
+    omask = _binary_mask("omask", omask)
 
     if amask is None and omask is None:
         return grad_out @ b.T, a.T @ grad_out, grad_out.sum(axis=0)

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
-from condnn.gpu._checks import mask_values_message
+from condnn._checks import mask_values_message
 
 __all__ = ["Buf", "Launch", "Gemm", "Zero", "RaiseIfFlagged", "Plan", "Backend", "forward",
            "backward", "run", "METHODS"]

@@ -19,7 +19,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import numpy as np
 
 from condnn.gpu import _plan
-from condnn.gpu._checks import ArrayKind
+from condnn._checks import ArrayKind
 from condnn.gpu._cublas import Cublas, CublasError
 
 __all__ = ["available", "unavailable_reason", "runtime", "Runtime", "SOURCES"]

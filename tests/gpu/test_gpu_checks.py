@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import condnn.sparse as cpu
-from condnn.gpu import _checks, _plan
+from condnn import _checks
+from condnn.gpu import _plan
 from condnn.gpu._runtime import device_extent, shares_device_memory
 
 f32, f64 = np.float32, np.float64

@@ -21,7 +21,8 @@ from _problems import (
     make_case,
 )
 
-from condnn.gpu import _checks, _plan
+from condnn import _checks
+from condnn.gpu import _plan
 from condnn.gpu import sparse as gpu_sparse
 
 reason = _emulator.unavailable_reason()

@@ -7,8 +7,6 @@ same errors with the same messages.  What does depend on the backend stays with 
 that mask values are 0 or 1 reads the data (on the host for NumPy, with a kernel on the GPU),
 and operand layouts that a backend cannot use directly.
 
-The messages are those of :mod:`condnn.sparse`; ``tests/gpu/test_gpu_checks.py`` holds the two
-to the same text.
 """
 from dataclasses import dataclass
 from numbers import Integral
@@ -53,6 +51,8 @@ NUMPY = ArrayKind(np.ndarray, "numpy.ndarray", np.may_share_memory,
 
 
 def _check_type(name: str, x, kind: ArrayKind, what: str) -> None:
+    if type(x) is kind.type:       # the common case, checked fast
+        return
     message = kind.refuse(name, x) if isinstance(x, kind.type) else None
     if message:
         raise TypeError(message)
@@ -61,6 +61,8 @@ def _check_type(name: str, x, kind: ArrayKind, what: str) -> None:
 
 
 def check_block_size(block_size) -> int:
+    if type(block_size) is int and block_size >= 1:   # the common case, checked fast
+        return block_size
     if isinstance(block_size, bool) or not isinstance(block_size, Integral):
         raise TypeError(f"block_size must be an int, got {type(block_size).__name__}")
     if block_size < 1:
@@ -147,7 +149,9 @@ def check_forward(a, amask, b, omask, c, block_size, out,
     check_mask("amask", amask, kind, n, k, block_size, "k")
     check_mask("omask", omask, kind, n, m, block_size, "m")
     if out is not None:
-        check_out("out", out, kind, (n, m), a.dtype, {"a": a, "b": b, "c": c})
+        # Masks too: a kernel reads them while it writes out.
+        check_out("out", out, kind, (n, m), a.dtype,
+                  {"a": a, "b": b, "c": c, "amask": amask, "omask": omask})
     return int(n), int(k), int(m), block_size
 
 
