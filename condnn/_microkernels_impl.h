@@ -81,6 +81,12 @@ static void SUF(gemm_rows)(ptrdiff_t nrows, const REAL *a, ptrdiff_t lda,
             ap[r] = a + (arows ? arows[t + r] : t + r) * lda;
             op[r] = o + (orows ? orows[t + r] : t + r) * ldo;
         }
+        /* The rows of the next tile are scattered in memory: ask for them now so that
+         * they arrive while this tile computes. */
+        for (ptrdiff_t u = t + CONDNN_MR; u < nrows && u < t + 2 * CONDNN_MR; u++) {
+            condnn_prefetch(a + (arows ? arows[u] : u) * lda, kb * sizeof(REAL));
+            condnn_prefetch(o + (orows ? orows[u] : u) * ldo, nb * sizeof(REAL));
+        }
         switch (mr) {
             case 6: SUF(rows_block)(6, ap, b, ldb, kb, nb, op); break;
             case 5: SUF(rows_block)(5, ap, b, ldb, kb, nb, op); break;
