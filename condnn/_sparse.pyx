@@ -67,6 +67,19 @@ def _default_num_threads():
 cdef int _num_threads = _default_num_threads()
 
 
+# Below this many multiply-adds (dense count) a call runs on one thread: starting a team
+# costs microseconds, and on a busy machine the end-of-region barrier can wait a whole
+# scheduler slice for a descheduled thread.
+cdef double PARALLEL_MIN_WORK = 1 << 22
+
+
+cdef inline int _threads_for(Py_ssize_t n, Py_ssize_t k, Py_ssize_t m, int tasks) noexcept:
+    cdef int t = _num_threads
+    if <double>n * k * m < PARALLEL_MIN_WORK:
+        return 1
+    return max(1, min(t, tasks))
+
+
 def set_num_threads(int n):
     global _num_threads
     _num_threads = n
@@ -361,9 +374,9 @@ cdef _run_product(cnp.ndarray a, in_mask, cnp.ndarray b, ptrdiff_t sb0, ptrdiff_
                   out_mask, c, int block_size, cnp.ndarray out):
     """out = (a @ b + c) under in_mask (blocks of a's columns) and out_mask (of out's)."""
     cdef Py_ssize_t n = a.shape[0]
-    cdef int nthreads = _num_threads
     cdef Cut kin = _cut(in_mask, a.shape[1], block_size)
     cdef Cut nout = _cut(out_mask, out.shape[1], block_size)
+    cdef int nthreads = _threads_for(n, kin.size, nout.size, nout.count)
     cdef _Workspace work = _Workspace(n, kin.width, nout.width, a.itemsize, nthreads, False)
     cdef _RowsByBlock by_block = _RowsByBlock(in_mask, n)
     cdef RowLists lists = by_block.lists()
@@ -455,9 +468,9 @@ def backward(cnp.ndarray g, cnp.ndarray a, amask, cnp.ndarray b, omask, int bloc
     _run_product(g, omask, b, _stride(b, 1), _stride(b, 0), amask, None, block_size, da)
 
     cdef Py_ssize_t n = a.shape[0]
-    cdef int nthreads = _num_threads
     cdef Cut kin = _cut(amask, a.shape[1], block_size)
     cdef Cut nout = _cut(omask, g.shape[1], block_size)
+    cdef int nthreads = _threads_for(n, kin.size, nout.size, nout.count)
     cdef _Workspace work = _Workspace(n, kin.width, nout.width, a.itemsize, nthreads, True)
     cdef _RowsByBlock by_block = _RowsByBlock(amask, n)
     cdef RowLists lists = by_block.lists()
