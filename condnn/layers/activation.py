@@ -1,0 +1,15 @@
+"""Shared checks of the element-wise activation layers."""
+from typing import Any
+
+import numpy as np
+
+from condnn.layers.base import FLOAT_DTYPES
+
+
+def check_float_array(layer: str, x: Any) -> np.ndarray:
+    """Checks that ``x`` is a float32 or float64 array (of any shape)."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{layer}: x must be a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{layer}: x must have dtype float32 or float64, got {x.dtype}")
+    return x

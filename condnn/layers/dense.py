@@ -1,0 +1,62 @@
+"""Fully connected layer."""
+from typing import Optional, Tuple
+
+import numpy as np
+
+from condnn.initializers import Initializer, glorot_uniform
+from condnn.layers.base import (Backprop, Layer, check_input, check_output_grad, check_size,
+                                float_dtype)
+from condnn.rng import RngLike
+
+
+class Dense(Layer):
+    """``y = x @ W + b``.
+
+    Shapes: x (n, n_in), W (n_in, n_out), b (n_out,), y (n, n_out).
+
+    Backprop, for dy of shape (n, n_out): ``dW += x.T @ dy``, ``db += sum_i dy[i]``,
+    returns ``dx = dy @ W.T``.
+
+    Args:
+        n_in, n_out: input and output widths.
+        init: the initializer of W (b starts at 0), e.g. :func:`condnn.initializers.he_normal`
+            for ReLU layers.
+        rng: seed or Generator for ``init``.
+        dtype: float32 (default) or float64 (for gradient checks).
+        input_grad: False skips computing dx (backprop returns None), which saves one
+            matrix product when x is the data rather than another layer's output.
+
+    Example:
+        >>> fc = Dense(3, 2, rng=0)
+        >>> y, backprop = fc.forward(np.ones((4, 3), np.float32), train=True)
+        >>> y.shape, backprop(np.ones_like(y)).shape
+        ((4, 2), (4, 3))
+    """
+
+    def __init__(self, n_in: int, n_out: int, *, init: Initializer = glorot_uniform,
+                 rng: RngLike = None, dtype=np.float32, input_grad: bool = True) -> None:
+        super().__init__()
+        self.n_in = check_size("n_in", n_in)
+        self.n_out = check_size("n_out", n_out)
+        self.dtype = float_dtype(dtype)
+        self.input_grad = bool(input_grad)
+        self.add_param("W", np.asarray(init((self.n_in, self.n_out), rng, self.dtype),
+                                       dtype=self.dtype))
+        self.add_param("b", np.zeros(self.n_out, dtype=self.dtype))
+
+    def forward(self, x: np.ndarray, train: bool) -> Tuple[np.ndarray, Backprop]:
+        check_input("Dense", x, self.n_in, self.dtype)
+        W, b = self.params["W"], self.params["b"]
+        y = x @ W
+        y += b
+
+        def backprop(dy: np.ndarray) -> Optional[np.ndarray]:
+            check_output_grad("Dense", dy, y.shape)
+            self.grads["W"] += x.T @ dy
+            self.grads["b"] += dy.sum(axis=0)
+            return dy @ W.T if self.input_grad else None
+
+        return y, backprop
+
+    def __repr__(self) -> str:
+        return f"Dense({self.n_in}, {self.n_out}, dtype={self.dtype})"

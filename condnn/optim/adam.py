@@ -1,0 +1,48 @@
+"""Adam."""
+from typing import Any, ClassVar, Dict, Tuple
+
+import numpy as np
+
+from condnn.optim.optimizer import Optimizer, check_fraction
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), with bias correction:
+
+        m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
+        p -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+
+    Hyperparameters (per group): ``lr``, ``beta1``, ``beta2``, ``eps``, ``weight_decay``,
+    ``decoupled`` (True gives AdamW; see :mod:`condnn.optim.optimizer`).
+    """
+
+    defaults: ClassVar[Dict[str, Any]] = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
+                                          "weight_decay": 0.0, "decoupled": False}
+
+    def check_hyper(self, group: str, hyper: Dict[str, Any]) -> None:
+        hyper["beta1"] = check_fraction("beta1", hyper["beta1"])
+        hyper["beta2"] = check_fraction("beta2", hyper["beta2"])
+        if not isinstance(hyper["eps"], (int, float)) or not hyper["eps"] > 0:
+            raise ValueError(f"eps must be a positive number, got {hyper['eps']!r}")
+        hyper["eps"] = float(hyper["eps"])
+
+    def slots_for(self, hyper: Dict[str, Any]) -> Tuple[str, ...]:
+        return ("m", "v")
+
+    def update(self, param: np.ndarray, grad: np.ndarray, slots: Dict[str, np.ndarray],
+               hyper: Dict[str, Any], lr: float, t: int) -> None:
+        scalar = param.dtype.type
+        beta1, beta2 = hyper["beta1"], hyper["beta2"]
+        m, v = slots["m"], slots["v"]
+        m *= scalar(beta1)
+        m += scalar(1 - beta1) * grad
+        v *= scalar(beta2)
+        grad *= grad
+        v += scalar(1 - beta2) * grad
+        # grad is scratch from here on: it becomes the denominator, then the step.
+        denominator = np.sqrt(v, out=grad)
+        denominator *= scalar(1 / np.sqrt(1 - beta2 ** t))
+        denominator += scalar(hyper["eps"])
+        step = np.divide(m, denominator, out=grad)
+        step *= scalar(lr / (1 - beta1 ** t))
+        param -= step

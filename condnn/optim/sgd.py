@@ -1,0 +1,50 @@
+"""Stochastic gradient descent with momentum."""
+from typing import Any, ClassVar, Dict, Tuple
+
+import numpy as np
+
+from condnn.optim.optimizer import Optimizer, check_fraction
+
+
+class SGD(Optimizer):
+    """``v = momentum * v + g``; ``p -= lr * v``, or with ``nesterov=True``
+    ``p -= lr * (g + momentum * v)`` (the formulation of PyTorch and Sutskever et al.).
+
+    Hyperparameters (per group): ``lr``, ``momentum`` (0: plain SGD, no state),
+    ``nesterov``, ``weight_decay``, ``decoupled`` (see :mod:`condnn.optim.optimizer`).
+
+    Example:
+        >>> from condnn.layers import Dense
+        >>> fc = Dense(3, 2, rng=0)
+        >>> opt = SGD(fc, lr=0.1, momentum=0.9)
+        >>> fc.grads["b"][:] = 1.0
+        >>> opt.step(); fc.params["b"].tolist(), fc.grads["b"].tolist()
+        ([-0.10000000149011612, -0.10000000149011612], [0.0, 0.0])
+    """
+
+    defaults: ClassVar[Dict[str, Any]] = {"momentum": 0.0, "nesterov": False,
+                                          "weight_decay": 0.0, "decoupled": False}
+
+    def check_hyper(self, group: str, hyper: Dict[str, Any]) -> None:
+        hyper["momentum"] = check_fraction("momentum", hyper["momentum"])
+        hyper["nesterov"] = bool(hyper["nesterov"])
+        if hyper["nesterov"] and hyper["momentum"] == 0:
+            raise ValueError(f"nesterov=True needs momentum > 0 (group {group!r})")
+
+    def slots_for(self, hyper: Dict[str, Any]) -> Tuple[str, ...]:
+        return ("momentum",) if hyper["momentum"] else ()
+
+    def update(self, param: np.ndarray, grad: np.ndarray, slots: Dict[str, np.ndarray],
+               hyper: Dict[str, Any], lr: float, t: int) -> None:
+        scalar = param.dtype.type
+        momentum = hyper["momentum"]
+        direction = grad
+        if momentum:
+            velocity = slots["momentum"]
+            velocity *= scalar(momentum)
+            velocity += grad
+            if hyper["nesterov"]:
+                grad += scalar(momentum) * velocity
+            else:
+                direction = velocity
+        param -= scalar(lr) * direction
