@@ -1,0 +1,348 @@
+"""MNIST results: a conditional MLP against its dense execution, block dropout and dense nets.
+
+Usage::
+
+    python benchmarks/mnist_results.py            # the full run (about 20-25 min, 2 quiet cores)
+    python benchmarks/mnist_results.py --quick    # a smoke run on a subset (a minute or two)
+
+It trains, with the settings of ``condnn train`` (:class:`condnn.train_config.TrainConfig`):
+
+(a) the condnet: the default conditional MLP;
+(b) the same network run with every block on (no training: (a)'s weights, no policy);
+(c) block dropout (bdNN) at (a)'s measured mean test activation, its masks drawn at random in
+    evaluation too, so that it runs as sparsely as (a);
+(d) a dense net with (a)'s inference multiply-adds (policy included), as many hidden layers of
+    one width;
+(e) the dense twin: a dense net of (a)'s widths;
+and, for the Pareto plot, condnets at other tau and dense nets at other widths.
+
+Every model is then timed alone, on one core (``condnn.inference_timing``), on the test set
+at batch 256 and on the first ``--batch1-examples`` test images at batch 1.  Training runs
+two at a time, one thread each (``--workers``), so the seconds per epoch of the logs are
+those of a shared machine; the seconds per epoch of (a) and (e) are also measured alone, on
+one core, over ``--step-sample`` steps.
+
+Writes in ``--out-dir`` (default ``benchmarks/results``): ``mnist_results.md`` and ``.csv``
+(the table), ``mnist_pareto.csv`` and ``mnist_pareto.png`` (test error against single-core
+time), ``mnist_results.json`` (every number); ``--quick`` writes ``mnist_results_quick.*``.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import benchlib  # noqa: E402
+
+import condnn  # noqa: E402
+from condnn import datasets  # noqa: E402
+from condnn.inference_timing import THREAD_VARIABLES, single_core  # noqa: E402
+from condnn.objective import ConditionalObjective  # noqa: E402
+from condnn.report import checkpoint_report  # noqa: E402
+from condnn.train import build_baseline, build_model, build_optimizer, load_split  # noqa: E402
+from condnn.train_config import TrainConfig  # noqa: E402
+
+TABLE_COLUMNS = ["model", "description", "test_error_pct", "mean_activation",
+                 "flops_pct", "batch1_s", "batch256_s", "speedup_batch1_vs_b",
+                 "speedup_batch256_vs_b", "train_s_per_epoch"]
+PARETO_COLUMNS = ["family", "setting", "test_error_pct", "batch1_s", "batch256_s",
+                  "flops_pct"]
+
+
+def dense_width_for(macs: float, n_in: int, n_classes: int, layers: int) -> int:
+    """The width w of ``layers`` dense hidden layers with about ``macs`` multiply-adds per
+    example: ``n_in w + (layers - 1) w^2 + w n_classes = macs``."""
+    a, b = layers - 1, n_in + n_classes
+    width = macs / b if a == 0 else (-b + np.sqrt(b * b + 4 * a * macs)) / (2 * a)
+    return max(8, int(round(width / 8)) * 8)     # a multiple of 8, as BLAS likes
+
+
+class Jobs:
+    """Training runs as ``condnn train`` subprocesses, ``workers`` at a time, one thread
+    each."""
+
+    def __init__(self, workers: int, runs_dir: str) -> None:
+        self.workers, self.runs_dir = workers, runs_dir
+        self.waiting: List[Dict[str, Any]] = []
+        self.running: Dict[str, subprocess.Popen] = {}
+        self.done: Dict[str, str] = {}
+        self.names: List[str] = []
+        self.env = dict(os.environ, **{name: "1" for name in THREAD_VARIABLES})
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            [ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+
+    def add(self, name: str, config: TrainConfig) -> None:
+        out = os.path.join(self.runs_dir, name)
+        os.makedirs(out, exist_ok=True)
+        path = os.path.join(out, "settings.json")
+        with open(path, "w") as f:
+            json.dump(config.replace(out=out).to_dict(), f)
+        self.waiting.append({"name": name, "config": path, "out": out})
+        self.names.append(name)
+
+    def _start(self) -> None:
+        while self.waiting and len(self.running) < self.workers:
+            job = self.waiting.pop(0)
+            log = open(os.path.join(job["out"], "stdout.txt"), "w")
+            self.running[job["name"]] = subprocess.Popen(
+                [sys.executable, "-m", "condnn", "train", "--config", job["config"], "--quiet",
+                 "--no-timing"], stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            self.running[job["name"]].out = job["out"]
+            print(f"  training {job['name']}", flush=True)
+
+    def wait_for(self, names: Sequence[str]) -> None:
+        """Runs jobs until every job in names has finished."""
+        while True:
+            self._start()
+            for name, process in list(self.running.items()):
+                if process.poll() is not None:
+                    del self.running[name]
+                    if process.returncode != 0:
+                        with open(os.path.join(process.out, "stdout.txt")) as f:
+                            raise RuntimeError(f"training {name} failed:\n{f.read()[-3000:]}")
+                    self.done[name] = os.path.join(process.out, "best.h5")
+                    print(f"  finished {name}", flush=True)
+            if all(n in self.done for n in names):
+                return
+            time.sleep(0.5)
+
+
+def seconds_per_epoch_alone(config: TrainConfig, data: datasets.DataSet, steps: int) -> float:
+    """Training seconds per epoch of ``config``'s model on one core, from ``steps`` steps
+    timed alone (the first two, warm-up, not counted)."""
+    split = load_split(config, data)
+    model = build_model(config, split.x_train.shape[1], split.classes)
+    steps_per_epoch = -(-len(split.y_train) // config.batch_size)
+    optimizer = build_optimizer(config, model, config.epochs * steps_per_epoch)
+    objective = ConditionalObjective(config.lambda_s, config.lambda_v, config.lambda_l2,
+                                     build_baseline(config, split.x_train.shape[1]))
+    rng = np.random.default_rng(0)
+    with single_core():
+        for step in range(steps + 2):
+            if step == 2:
+                start = time.perf_counter()
+            batch = rng.integers(0, len(split.y_train), config.batch_size)
+            objective.step(model, split.x_train[batch], split.y_train[batch])
+            optimizer.step()
+        return (time.perf_counter() - start) / steps * steps_per_epoch
+
+
+def describe(widths: Sequence[int]) -> str:
+    """Hidden widths as 1024x1024."""
+    return "x".join(str(w) for w in widths)
+
+
+def row(name: str, description: str, report: Dict[str, Any], error: float,
+        time1: float, time256: float, reference: Dict[str, Any],
+        train_seconds: Optional[float]) -> Dict[str, Any]:
+    return {"model": name, "description": description, "test_error_pct": 100 * error,
+            "mean_activation": report["mean_activation"],
+            "flops_pct": 100 * report["flops_fraction"], "batch1_s": time1,
+            "batch256_s": time256,
+            "speedup_batch1_vs_b": reference["time_all_on_batch1_s"] / time1,
+            "speedup_batch256_vs_b": reference["time_all_on_s"] / time256,
+            "train_s_per_epoch": "" if train_seconds is None else train_seconds}
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a smoke run on a subset")
+    p.add_argument("--data", default="mnist")
+    p.add_argument("--epochs", type=int, help="epochs of every run (default: condnn train's)")
+    p.add_argument("--workers", type=int, default=2, help="trainings at a time")
+    p.add_argument("--batch1-examples", type=int, help="test images timed at batch 1 "
+                   "(default 1000, quick 100)")
+    p.add_argument("--step-sample", type=int, help="steps timed for the seconds per epoch "
+                   "alone (default 40, quick 5)")
+    p.add_argument("--out-dir", default=os.path.join(HERE, "results"))
+    p.add_argument("--runs-dir", help="where the runs' checkpoints go (default: a temporary "
+                   "directory, removed at the end)")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    base = TrainConfig(data=args.data)
+    suffix = "_quick" if args.quick else ""
+    if args.quick:
+        base = base.replace(hidden=[[8, 32], [8, 32]], tau=0.25, epochs=1, train_size=2000,
+                            val_size=500)
+    if args.epochs:
+        base = base.replace(epochs=args.epochs)
+    batch1 = args.batch1_examples or (100 if args.quick else 1000)
+    step_sample = args.step_sample or (5 if args.quick else 40)
+    taus = [base.tau] + ([0.5] if args.quick else [0.08, 0.25])
+    block_widths = base.widths()
+    dense_widths = [64, 128] if args.quick else [256, 512, 1024]
+    runs_dir = args.runs_dir or tempfile.mkdtemp(prefix="condnn-mnist-")
+    os.makedirs(args.out_dir, exist_ok=True)
+    started = time.time()
+    data = datasets.load(args.data)
+    n_in, n_classes = data.x_train.shape[1], data.classes
+
+    print(f"training into {runs_dir}", flush=True)
+    jobs = Jobs(args.workers, runs_dir)
+    jobs.add("condnet", base)
+    jobs.add("dense_twin", base.replace(model="dense", hidden=block_widths))
+    for tau in taus[1:]:
+        jobs.add(f"condnet_tau{tau:g}", base.replace(tau=tau))
+    for width in dense_widths:
+        jobs.add(f"dense_{width}", base.replace(model="dense", hidden=[width] * len(block_widths)))
+    jobs.wait_for(["condnet"])
+
+    # (c) and (d) need (a)'s measured activation and cost.
+    condnet = checkpoint_report(jobs.done["condnet"], timing=False, data_set=data)
+    keep = float(np.clip(condnet["mean_activation"], 0.01, 0.99))
+    ckpt = condnn.load(jobs.done["condnet"])
+    products = ckpt.model.products()
+    macs = condnet["flops_fraction"] * condnn.flops.dense_macs(products)
+    width = dense_width_for(macs, n_in, n_classes, len(block_widths))
+    jobs.add("bdnn", base.replace(model="bdnn", tau=round(keep, 4)))
+    jobs.add("dense_same_flops", base.replace(model="dense", hidden=[width] * len(block_widths)))
+    jobs.wait_for(jobs.names)
+
+    print("timing each model alone on one core", flush=True)
+    reports = {name: checkpoint_report(path, data=args.data, batch1_examples=batch1,
+                                       data_set=data, repeats=3)
+               for name, path in jobs.done.items()}
+    alone = {name: seconds_per_epoch_alone(base if name == "condnet" else
+                                           base.replace(model="dense", hidden=block_widths),
+                                           data, step_sample)
+             for name in ("condnet", "dense_twin")}
+    logs = {}
+    for name, path in jobs.done.items():
+        with open(os.path.join(os.path.dirname(path), "log.jsonl")) as f:
+            logs[name] = [json.loads(line) for line in f]
+    log_seconds = {name: float(np.median([r["seconds"] for r in records]))
+                   for name, records in logs.items()}
+
+    a, e = reports["condnet"], reports["dense_twin"]
+    rows = [
+        row("(a) condnet", f"{base.hidden} tau {base.tau}, sparse kernels", a,
+            a["test_error"], a["time_sparse_batch1_s"], a["time_sparse_s"], a,
+            alone["condnet"]),
+        row("(a') condnet run densely", "the same masks and outputs, BLAS products", a,
+            a["test_error"], a["time_dense_batch1_s"], a["time_dense_s"], a, None),
+        row("(b) every block on", "(a)'s weights, no policy, BLAS", a,
+            _all_on_error(jobs.done["condnet"], data), a["time_all_on_batch1_s"],
+            a["time_all_on_s"], a, None),
+        row("(c) bdNN", f"block dropout, keep {keep:.3f}, random masks in evaluation",
+            reports["bdnn"], reports["bdnn"]["test_error"],
+            reports["bdnn"]["time_sparse_batch1_s"], reports["bdnn"]["time_sparse_s"], a,
+            log_seconds["bdnn"]),
+        row("(d) dense, (a)'s FLOPs", f"{describe([width] * len(block_widths))}",
+            reports["dense_same_flops"], reports["dense_same_flops"]["test_error"],
+            reports["dense_same_flops"]["time_dense_batch1_s"],
+            reports["dense_same_flops"]["time_dense_s"], a, log_seconds["dense_same_flops"]),
+        row("(e) dense twin", describe(block_widths), e, e["test_error"],
+            e["time_dense_batch1_s"], e["time_dense_s"], a, alone["dense_twin"]),
+    ]
+    rows[2]["mean_activation"], rows[2]["flops_pct"] = 1.0, 100.0
+    pareto = []
+    for name, report in reports.items():
+        if name.startswith("condnet"):
+            tau = base.tau if name == "condnet" else float(name[len("condnet_tau"):])
+            pareto.append({"family": "condnet", "setting": f"tau {tau:g}",
+                           "test_error_pct": 100 * report["test_error"],
+                           "batch1_s": report["time_sparse_batch1_s"],
+                           "batch256_s": report["time_sparse_s"],
+                           "flops_pct": 100 * report["flops_fraction"]})
+        elif name.startswith("dense"):
+            widths = condnn.load(jobs.done[name]).model.hidden
+            pareto.append({"family": "dense", "setting": describe(widths),
+                           "test_error_pct": 100 * report["test_error"],
+                           "batch1_s": report["time_dense_batch1_s"],
+                           "batch256_s": report["time_dense_s"], "flops_pct": 100.0})
+    pareto.sort(key=lambda r: (r["family"], r["batch256_s"]))
+
+    setup = {"data": args.data, "cpu": benchlib.cpu_model(), **benchlib.blas_info(),
+             "settings": json.dumps({k: v for k, v in base.to_dict().items() if k != "out"}),
+             "test examples": a["examples"], "batch-1 examples": a["batch1_examples"],
+             "wall time": f"{(time.time() - started) / 60:.1f} min",
+             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    _write(args.out_dir, suffix, rows, pareto, setup, reports, logs, alone, log_seconds)
+    if not args.runs_dir:
+        shutil.rmtree(runs_dir, ignore_errors=True)
+    print("\n".join(benchlib.text_table(TABLE_COLUMNS, rows)))
+    return 0
+
+
+def _all_on_error(path: str, data: datasets.DataSet) -> float:
+    from condnn.evaluation import evaluate
+    model = condnn.load(path).model
+    return evaluate(model, data.x_test, data.y_test, execution="all_on").error
+
+
+def _write(out_dir: str, suffix: str, rows, pareto, setup, reports, logs, alone,
+           log_seconds) -> None:
+    name = os.path.join(out_dir, "mnist_results" + suffix)
+    benchlib.atomic_write(name + ".csv", benchlib.csv_text(TABLE_COLUMNS, rows))
+    benchlib.atomic_write(os.path.join(out_dir, f"mnist_pareto{suffix}.csv"),
+                          benchlib.csv_text(PARETO_COLUMNS, pareto))
+    a = reports["condnet"]
+    md = ["# condnn on MNIST", ""]
+    md += [f"- {key}: {value}" for key, value in setup.items()]
+    md += ["", "Single-core inference time of the whole test set at batch 256, and of the "
+           "batch-1 examples one by one; speedups are over (b), the same network with every "
+           "block on.  Training seconds per epoch: (a) and (e) timed alone on one core, the "
+           "others from their logs (two runs at a time).", "",
+           benchlib.markdown_table(TABLE_COLUMNS, rows), "",
+           f"(a) against its own dense execution (a'): {a['speedup']:.2f}x at batch 256, "
+           f"{a['speedup_batch1']:.2f}x at batch 1.  Training: {alone['condnet']:.1f} s per "
+           f"epoch against {alone['dense_twin']:.1f} s for the dense twin.", "",
+           "Pareto points (test error against single-core time):", "",
+           benchlib.markdown_table(PARETO_COLUMNS, pareto), "",
+           f"![Pareto](mnist_pareto{suffix}.png)"]
+    benchlib.atomic_write(name + ".md", "\n".join(md) + "\n")
+    benchlib.atomic_write(name + ".json", json.dumps(
+        {"setup": setup, "table": rows, "pareto": pareto, "reports": reports, "logs": logs,
+         "train_seconds_alone": alone, "train_seconds_log_median": log_seconds}, indent=1))
+    _pareto_plot(pareto, os.path.join(out_dir, f"mnist_pareto{suffix}.png"))
+
+
+def _pareto_plot(points, path: str) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not installed: no Pareto plot", file=sys.stderr)
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for axis, key, title in ((axes[0], "batch256_s", "batch 256 (whole test set)"),
+                             (axes[1], "batch1_s", "batch 1")):
+        for family, marker in (("condnet", "o"), ("dense", "s")):
+            chosen = sorted((p for p in points if p["family"] == family), key=lambda p: p[key])
+            axis.plot([p[key] for p in chosen], [p["test_error_pct"] for p in chosen],
+                      marker=marker, label=family)
+            for p in chosen:
+                axis.annotate(p["setting"], (p[key], p["test_error_pct"]), fontsize=7,
+                              xytext=(3, 3), textcoords="offset points")
+        axis.set_xscale("log")
+        axis.set_xlabel("single-core inference time (s)")
+        axis.set_ylabel("test error (%)")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path + ".tmp.png", dpi=120)
+    plt.close(figure)
+    os.replace(path + ".tmp.png", path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

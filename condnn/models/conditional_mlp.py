@@ -1,0 +1,207 @@
+"""The conditional MLP: a ReLU network whose hidden blocks a learned policy switches on."""
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+
+from condnn.initializers import Initializer, glorot_uniform, he_normal
+from condnn.layers.base import check_size, float_dtype
+from condnn.layers.block_sparse_dense import BlockSparseDense
+from condnn.layers.dropout import Dropout
+from condnn.layers.policy_gate import PolicyGate, check_mode
+from condnn.layers.policy_regularizers import PolicyPenalty
+from condnn.model import Model
+from condnn.models.arguments import check_hidden_blocks, open_unit, per_layer
+from condnn.models.trace import Product, Trace, apply_block_mask, check_execution
+
+Numbers = Union[float, Sequence[float]]
+
+
+class ConditionalMLP(Model):
+    """A conditional network (Bengio et al., 2015): L hidden layers of blocks, each gated
+    per example by its own :class:`PolicyGate` that looks at the layer's input.
+
+    With h_0 = x and u_0 = None (the input is not gated), for l = 1..L::
+
+        u_l ~ pi_l(. | h_{l-1})                                 policy<l>: (n, B_l) mask
+        h_l = relu(((h_{l-1} * u_{l-1}) @ W_l + b_l) * u_l)     fc<l>
+        logits = (h_L * u_L) @ W_out + b_out                    out
+
+    The products are block-sparse (:func:`condnn.sparse_dot`): the first is dense-in,
+    sparse-out (``fs``), the hidden ones sparse/sparse (``ss``, cost ~ tau^2 of dense),
+    the output sparse-in, dense-out (``sf``).  The policies' own products (``h @ Z``, B
+    columns) skip the inactive input blocks too.
+
+    Args:
+        n_in: input width (784 for 28x28 images).
+        n_classes: output width.
+        hidden: per hidden layer ``[n_blocks, block_size]``; every layer has the same block
+            size (the block-sparse product gates input and output with one).
+        tau: the target fraction of blocks on, one number or one per hidden layer.
+        eps: the policies' squashing margin (probabilities in [eps, 1 - eps]).
+        mode: how evaluation chooses masks: "threshold" (p > 0.5, deterministic) or
+            "sample".
+        policy_init_scale: the scale of the policies' initial Z (see PolicyGate).
+        dropout: dropout rate of the hidden units while training (0: none); it drops
+            units inside the active blocks, the inactive ones being 0 already.
+        seed: seeds the weights, the policies' sampling and the dropout.
+        dtype: "float32" or "float64".
+
+    Parameters: ``fc<l>/W`` (n_{l-1}, B_l bs), ``fc<l>/b``, ``out/W``, ``out/b``, and the
+    policy's ``policy<l>/Z`` (n_{l-1}, B_l), ``policy<l>/d`` (B_l,).
+
+    Example:
+        >>> model = ConditionalMLP(n_in=20, n_classes=3, hidden=[[4, 8], [4, 8]], tau=0.5)
+        >>> trace = model.trace(np.zeros((5, 20), np.float32), train=True)
+        >>> trace.logits.shape, [m.shape for m in trace.masks]
+        ((5, 3), [(5, 4), (5, 4)])
+    """
+
+    def __init__(self, n_in: int = 784, n_classes: int = 10,
+                 hidden: Sequence[Sequence[int]] = ((48, 64), (48, 64)), tau: Numbers = 0.15,
+                 eps: float = 0.01, mode: str = "threshold", policy_init_scale: float = 5.0,
+                 dropout: float = 0.0, seed: int = 0, dtype: str = "float32") -> None:
+        self.n_in = check_size("n_in", n_in)
+        self.n_classes = check_size("n_classes", n_classes)
+        self.hidden = check_hidden_blocks(hidden)
+        self.block_size = self.hidden[0][1]
+        self.taus = per_layer("tau", tau, len(self.hidden), open_unit)
+        self.mode = check_mode(mode)
+        dtype = float_dtype(dtype)
+        weights_seed, dropout_seed, *gate_seeds = np.random.SeedSequence(seed).spawn(
+            2 + len(self.hidden))
+        rng = np.random.default_rng(weights_seed)
+        self.drop = Dropout(dropout, rng=np.random.default_rng(dropout_seed))
+        self.fcs: List[BlockSparseDense] = []
+        self.gates: List[PolicyGate] = []
+        width, input_block_size, active_in = self.n_in, None, 1.0
+        for index, ((n_blocks, block_size), tau_l) in enumerate(zip(self.hidden, self.taus)):
+            gate = PolicyGate(width, n_blocks, tau=tau_l, eps=eps, mode=mode,
+                              input_block_size=input_block_size, init_scale=policy_init_scale,
+                              rng=np.random.default_rng(gate_seeds[index]), dtype=dtype)
+            fc = BlockSparseDense(width, n_blocks * block_size, block_size,
+                                  init=_scaled(he_normal, active_in), rng=rng, dtype=dtype)
+            setattr(self, f"fc{index + 1}", fc)
+            setattr(self, f"policy{index + 1}", gate)
+            self.fcs.append(fc)
+            self.gates.append(gate)
+            width, input_block_size, active_in = n_blocks * block_size, block_size, tau_l
+        self.out = BlockSparseDense(width, self.n_classes, self.block_size,
+                                    init=_scaled(glorot_uniform, active_in), rng=rng,
+                                    dtype=dtype)
+
+    def products(self) -> List[Product]:
+        """The model's products, for :mod:`condnn.flops`."""
+        products, width = [], self.n_in
+        for index, (n_blocks, block_size) in enumerate(self.hidden):
+            in_mask = index - 1 if index else None
+            products.append(Product(f"policy{index + 1}", width, n_blocks, block_size,
+                                    in_mask, None, policy=True))
+            products.append(Product(f"fc{index + 1}", width, n_blocks * block_size,
+                                    block_size, in_mask, index))
+            width = n_blocks * block_size
+        products.append(Product("out", width, self.n_classes, self.block_size,
+                                len(self.hidden) - 1, None))
+        return products
+
+    def set_mode(self, mode: str) -> None:
+        """Sets how evaluation chooses masks ("threshold" or "sample") on every policy."""
+        self.mode = check_mode(mode)
+        for gate in self.gates:
+            gate.mode = self.mode
+
+    def calibrate(self, x: np.ndarray) -> None:
+        """Data-dependent initialisation of the policies' biases: sets each ``d_j`` so that
+        block j is on (``p > 0.5``, i.e. ``z > 0``) for a fraction tau of the examples x,
+        layer after layer (each policy sees the masked output of the layers calibrated
+        before it).  A policy initialised at random switches a block on for whatever
+        fraction its random projection gives; this starts every layer at its budget.
+
+        Args:
+            x: (N, n_in) examples, a few hundred or more (the quantiles need them).
+        """
+        h, prev_mask = x, None
+        for fc, gate in zip(self.fcs, self.gates):
+            z = h @ gate.params["Z"]
+            # The (1 - tau) quantile of each column: a fraction tau of z + d lies above 0.
+            gate.params["d"][:] = -np.quantile(z, 1 - gate.tau, axis=0)
+            decision, _ = gate(h, False, amask=prev_mask, mode="threshold")
+            h, _ = fc(h, False, amask=prev_mask, omask=decision.mask)
+            np.maximum(h, 0, out=h)
+            prev_mask = decision.mask
+
+    def trace(self, x: np.ndarray, train: bool, *,
+              masks: Optional[Sequence[np.ndarray]] = None, execution: str = "sparse",
+              mode: Optional[str] = None) -> Trace:
+        """One forward pass; see :class:`condnn.models.trace.Trace`.
+
+        Args:
+            x: (n, n_in) input.
+            train: training (masks sampled) or evaluation (masks by ``mode``).
+            masks: optional masks to use instead of the policies' choice, one (n, B_l) per
+                hidden layer; their log-likelihood is what the policy terms differentiate.
+            execution: "sparse", "dense" (same outputs, dense products) or "all_on" (every
+                block on, no policy); see :data:`condnn.models.trace.EXECUTIONS`.
+            mode: overrides the policies' evaluation mode for this pass.
+        """
+        check_execution(execution)
+        if masks is not None and len(masks) != len(self.hidden):
+            raise ValueError(f"masks must hold one mask per hidden layer "
+                             f"({len(self.hidden)}), got {len(masks)}")
+        sparse = execution == "sparse"
+        h, prev_mask = x, None
+        layer_outputs, fc_backprops, gate_backprops, drop_backprops = [], [], [], []
+        out_masks: List[Optional[np.ndarray]] = []
+        probs: List[Optional[np.ndarray]] = []
+        for index, (fc, gate) in enumerate(zip(self.fcs, self.gates)):
+            mask, gate_backprop, prob = None, None, None
+            if execution != "all_on":
+                given = None if masks is None else masks[index]
+                # Dense execution: h is already zero outside its mask, so the dense product
+                # gives the policy the same input.
+                decision, gate_backprop = gate(h, train, amask=prev_mask if sparse else None,
+                                               mask=given, mode=mode)
+                mask, prob = decision.mask, decision.prob
+            if sparse:
+                y, fc_backprop = fc(h, train, amask=prev_mask, omask=mask)
+            else:
+                y, fc_backprop = fc(h, train)
+                if mask is not None:
+                    apply_block_mask(y, mask, fc.block_size)
+            np.maximum(y, 0, out=y)    # in place: the product's backprop keeps h, not y
+            layer_outputs.append(y)
+            y, drop_backprop = self.drop(y, train)
+            drop_backprops.append(drop_backprop)
+            fc_backprops.append(fc_backprop)
+            gate_backprops.append(gate_backprop)
+            out_masks.append(mask)
+            probs.append(prob)
+            h, prev_mask = y, mask
+        logits, out_backprop = self.out(h, train, amask=prev_mask if sparse else None)
+
+        def backprop(dlogits: np.ndarray, advantages: Optional[np.ndarray] = None,
+                     penalty: Optional[PolicyPenalty] = None) -> None:
+            dh = out_backprop(dlogits)
+            for index in range(len(self.fcs) - 1, -1, -1):
+                # relu's derivative; it is 0 on inactive blocks too, where y is exactly 0.
+                dh = drop_backprops[index](dh)
+                dh = fc_backprops[index](dh * (layer_outputs[index] > 0))
+                if gate_backprops[index] is not None and (advantages is not None
+                                                          or penalty is not None):
+                    gate_backprops[index](advantages, penalty)
+
+        return Trace(logits, out_masks, probs, backprop)
+
+    def forward(self, x: np.ndarray, train: bool, **kwargs) -> tuple:
+        """The layer contract: ``(logits, backprop)``; ``backprop(dlogits, advantages=None,
+        penalty=None)`` as :class:`Trace`'s.  ``kwargs`` go to :meth:`trace`."""
+        trace = self.trace(x, train, **kwargs)
+        return trace.logits, trace.backprop
+
+
+def _scaled(init: Initializer, active_fraction: float) -> Initializer:
+    """``init`` scaled by ``1 / sqrt(active_fraction)``: a layer whose inputs are on at
+    rate tau sums tau of its fan-in, so this keeps its outputs' variance what ``init``
+    gives a dense layer."""
+    def scaled(shape, rng=None, dtype=np.float32):
+        return (init(shape, rng, dtype) / np.sqrt(active_fraction)).astype(dtype)
+    return scaled

@@ -1,0 +1,72 @@
+"""What a forward pass of a block model records, and how its products are laid out.
+
+Every model of :mod:`condnn.models` has ``trace(x, train, ...) -> Trace``: the logits, the
+block mask and the policy's probabilities of each gated layer, and one backprop for the
+classification loss and the policy's terms together.  ``products()`` lists the model's
+matrix products with the masks that gate them, from which :mod:`condnn.flops` counts the
+work a pass executed.
+"""
+from typing import Callable, List, NamedTuple, Optional
+
+import numpy as np
+
+#: How a pass computes its products:
+#: ``sparse``: block-sparse kernels, inactive blocks skipped;
+#: ``dense``: the same function (same masks, same outputs) with dense BLAS products and the
+#: masks multiplied in afterwards: the network "run densely";
+#: ``all_on``: every block on and the policy not evaluated, dense BLAS products.
+EXECUTIONS = ("sparse", "dense", "all_on")
+
+# backprop(dlogits, advantages=None, penalty=None) -> None (the input is data: no dx).
+TraceBackprop = Callable[..., None]
+
+
+class Trace(NamedTuple):
+    """One forward pass of a block model.
+
+    Attributes:
+        logits: (n, classes).
+        masks: per gated layer, its (n, B) uint8 block mask, or None (all blocks on).
+        probs: per gated layer, the policy's (n, B) probabilities, or None (no policy).
+        backprop: ``backprop(dlogits, advantages=None, penalty=None)`` adds the gradient of
+            the loss whose gradient for the logits is ``dlogits`` into the network's
+            parameters and, for a conditional model, the policy terms of
+            :class:`condnn.layers.PolicyGate` (advantages (n,), a ``PolicyPenalty``) into
+            the policy's.  Models without a policy ignore the last two.
+    """
+
+    logits: np.ndarray
+    masks: List[Optional[np.ndarray]]
+    probs: List[Optional[np.ndarray]]
+    backprop: TraceBackprop
+
+
+class Product(NamedTuple):
+    """One matrix product ``(n, n_in) @ (n_in, n_out)`` of a model.
+
+    ``in_mask`` / ``out_mask``: the index in ``Trace.masks`` of the mask that gates the
+    product's input / output blocks of ``block_size`` units, or None (ungated).
+    ``policy``: True for a policy's product, which a dense network does not have.
+    """
+
+    name: str
+    n_in: int
+    n_out: int
+    block_size: int
+    in_mask: Optional[int]
+    out_mask: Optional[int]
+    policy: bool = False
+
+
+def check_execution(execution: str) -> str:
+    """``execution`` checked to be one of :data:`EXECUTIONS`."""
+    if execution not in EXECUTIONS:
+        raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
+    return execution
+
+
+def apply_block_mask(y: np.ndarray, mask: np.ndarray, block_size: int) -> np.ndarray:
+    """Zeroes, in place, the blocks of y (n, B * block_size) that mask (n, B) switches off."""
+    n = y.shape[0]
+    y.reshape(n, -1, block_size)[...] *= mask[:, :, None]
+    return y

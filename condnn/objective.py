@@ -1,0 +1,110 @@
+"""The training objective of conditional networks and one step of its gradient.
+
+For a batch of n examples, with C_i = -log P(y_i | x_i) the example's cost::
+
+    J = mean_i C_i
+        + sum_l [ lambda_s (L_b^l + L_e^l) + lambda_v L_v^l ]        (each policy, its tau_l)
+        + lambda_l2 (sum |W|^2 + sum |Z|^2)
+
+The network's weights follow the gradient of J.  The masks are sampled, so mean_i C_i has
+no gradient for the policy; the policy follows REINFORCE's estimate of the gradient of the
+expected cost instead, ``mean_i (C_i - b_i) grad log pi(u_i | x_i)`` with b a baseline
+(:mod:`condnn.baselines`), plus the exact gradients of its regularizers.  Both are
+descended together, in one backward pass.
+"""
+from dataclasses import dataclass, field
+from typing import List
+
+import numpy as np
+
+from condnn.baselines import Baseline, MovingAverageBaseline
+from condnn.flops import flops_fraction
+from condnn.layers.policy_regularizers import PolicyPenalty
+from condnn.layers.softmax_cross_entropy import softmax_cross_entropy
+
+
+@dataclass
+class StepResult:
+    """What :meth:`ConditionalObjective.step` measured on a batch.
+
+    ``objective`` is J; ``nll`` its first term, ``policy_penalty`` the sum of the policies'
+    regularizers (with their coefficients), ``l2`` the weight penalty.  ``activation`` is
+    the fraction of blocks on per gated layer, ``flops_fraction`` the work of the sampled
+    masks over the dense network's.
+    """
+
+    objective: float
+    nll: float
+    policy_penalty: float
+    l2: float
+    errors: int
+    activation: List[float] = field(default_factory=list)
+    flops_fraction: float = 1.0
+
+
+class ConditionalObjective:
+    """J above, for any model of :mod:`condnn.models` (baselines without a policy too).
+
+    Args:
+        lambda_s: weight of the sparsity terms L_b + L_e.
+        lambda_v: weight of the variance term L_v.
+        lambda_l2: weight of the squared norm of every weight matrix (``*/W`` and the
+            policies' ``*/Z``; biases are not penalised).
+        baseline: the REINFORCE baseline (default: a moving average).
+        normalize_advantages: divide the batch's advantages ``C_i - b_i`` by their root
+            mean square, so that the REINFORCE term has unit scale whatever the size of
+            the costs (they shrink by orders of magnitude as the network learns); the
+            lambdas then weigh the regularizers against a signal of fixed size.
+    """
+
+    def __init__(self, lambda_s: float = 0.0, lambda_v: float = 0.0, lambda_l2: float = 0.0,
+                 baseline: Baseline = None, normalize_advantages: bool = True) -> None:
+        self.penalty = PolicyPenalty(lambda_s, lambda_v, lambda_l2)
+        self.baseline = baseline if baseline is not None else MovingAverageBaseline()
+        self.normalize_advantages = bool(normalize_advantages)
+
+    def l2_value(self, model) -> float:
+        """``lambda_l2`` times the squared norm of every ``*/W`` and ``*/Z``."""
+        if not self.penalty.lambda_l2:
+            return 0.0
+        return self.penalty.lambda_l2 * sum(
+            float(np.vdot(param, param)) for path, param in model.named_params().items()
+            if path.rsplit("/", 1)[-1] in ("W", "Z"))
+
+    def step(self, model, x: np.ndarray, y: np.ndarray, execution: str = "sparse",
+             report_l2: bool = True) -> StepResult:
+        """A training forward and backward pass on (x, y): adds the gradient of J (and the
+        policy's estimate) into the model's gradients, for the optimizer to apply.
+
+        ``report_l2=False`` leaves the L2 term's value out of the result (0): it is a pass
+        over every weight, which a trainer can make once per epoch instead of per batch;
+        its gradient is added all the same."""
+        trace = model.trace(x, True, execution=execution)
+        loss = softmax_cross_entropy(trace.logits, y)
+        n = len(y)
+        gates = getattr(model, "gates", [])
+        advantages = None
+        if gates:
+            advantages = self.baseline.advantages(x, loss.losses)
+            if self.normalize_advantages:
+                advantages /= np.sqrt(np.mean(advantages * advantages)) + 1e-12
+            advantages /= n
+        trace.backprop(loss.backprop(), advantages=advantages, penalty=self.penalty)
+
+        policy_penalty = 0.0
+        for gate, prob in zip(gates, trace.probs):
+            if prob is not None:
+                policy_penalty += self.penalty.value_and_grad(prob, gate.tau)[0]
+        l2 = self.l2_value(model) if report_l2 else 0.0
+        lambda_l2 = self.penalty.lambda_l2
+        if lambda_l2:
+            grads = model.named_grads()
+            for path, param in model.named_params().items():
+                if path.endswith("/W"):     # the gates add Z's (PolicyGate's backprop)
+                    grads[path] += param.dtype.type(2 * lambda_l2) * param
+        activation = [float(m.mean()) if m is not None else 1.0 for m in trace.masks]
+        fraction = flops_fraction(model.products(), trace.masks, n,
+                                  with_policy=execution != "all_on")
+        errors = int((trace.logits.argmax(axis=1) != y).sum())
+        return StepResult(loss.loss + policy_penalty + l2, loss.loss, policy_penalty, l2,
+                          errors, activation, fraction)

@@ -1,0 +1,29 @@
+"""``benchmarks/mnist_results.py --quick`` runs and writes well-formed results (its numbers
+are those of a smoke run: no check on them)."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_quick_run_writes_the_table_and_the_plot(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]), CONDNN_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "mnist_results.py"),
+                           "--quick", "--out-dir", str(tmp_path)], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    with open(tmp_path / "mnist_results_quick.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"][:3] for r in rows] == ["(a)", "(a'", "(b)", "(c)", "(d)", "(e)"]
+    for r in rows:
+        assert 0 <= float(r["test_error_pct"]) <= 100 and float(r["batch256_s"]) > 0
+    with open(tmp_path / "mnist_results_quick.json") as f:
+        results = json.load(f)
+    assert {p["family"] for p in results["pareto"]} == {"condnet", "dense"}
+    assert "| model |" in (tmp_path / "mnist_results_quick.md").read_text()
+    with open(tmp_path / "mnist_pareto_quick.png", "rb") as f:
+        assert f.read(4) == b"\x89PNG"

@@ -1,0 +1,132 @@
+"""The trainer: learning, checkpoints, logs, early stopping and bitwise resume."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import condnn
+from condnn.train import train
+from condnn.train_config import TrainConfig, from_mapping
+
+import synthetic_idx
+
+DATA = synthetic_idx.data_set()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny products run fastest on one thread (more threads only add synchronisation), for
+    the kernels and, when threadpoolctl is there, the BLAS."""
+    previous = condnn.get_num_threads()
+    condnn.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+    else:
+        with threadpool_limits(limits=1):
+            yield
+    condnn.set_num_threads(previous)
+
+
+def small_config(out, **changes):
+    settings = dict(hidden=[[8, 16], [8, 16]], tau=0.5, epochs=3, batch_size=32,
+                    val_size=200, out=str(out), seed=3)
+    settings.update(changes)
+    return from_mapping(settings)
+
+
+def test_training_learns_and_writes_checkpoints_and_log(tmp_path):
+    result = train(small_config(tmp_path), echo=None, data=DATA)
+    log = result.log
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert log[-1]["train_loss"] < log[0]["train_loss"]
+    assert log[-1]["val_error"] < 0.5                       # chance is 0.9
+    for name in ("best.h5", "last.h5", "log.jsonl", "config.json"):
+        assert os.path.exists(tmp_path / name)
+    with open(tmp_path / "log.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    assert records == json.loads(json.dumps(log))
+    expected_keys = {"epoch", "train_loss", "train_objective", "train_error", "val_error",
+                     "val_loss", "mean_activation", "train_activation", "flops_fraction",
+                     "seconds", "lr", "policy_lr", "best"}
+    assert expected_keys <= set(records[0])
+    assert len(records[0]["mean_activation"]) == 2
+    assert 0 < records[-1]["flops_fraction"] < 1
+    best = condnn.load(result.best_path)
+    assert best.epoch == result.best_epoch
+    assert best.metadata["trainer"]["best_val_error"] == result.best_val_error
+    assert best.metadata["config"] == small_config(tmp_path).to_dict()
+
+
+def test_resumed_training_is_bitwise_the_uninterrupted_one(tmp_path):
+    straight = train(small_config(tmp_path / "straight"), echo=None, data=DATA)
+    config = small_config(tmp_path / "resumed")
+    train(config, echo=None, data=DATA, stop_after=1)
+    resumed = train(config, resume=True, echo=None, data=DATA)
+    a = condnn.load(straight.last_path)
+    b = condnn.load(resumed.last_path)
+    for path, value in a.model.named_params().items():
+        np.testing.assert_array_equal(b.model.named_params()[path], value, err_msg=path)
+    for key in ("train_loss", "val_error", "mean_activation", "train_activation"):
+        assert [r[key] for r in straight.log] == [r[key] for r in resumed.log]
+    assert a.metadata["baseline"] == b.metadata["baseline"]
+    with open(tmp_path / "resumed" / "log.jsonl") as f:
+        assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    config = small_config(tmp_path, epochs=2)
+    train(config, echo=None, data=DATA, stop_after=1)
+    with pytest.raises(ValueError, match="lambda_s"):
+        train(config.replace(lambda_s=7.0), resume=True, echo=None, data=DATA)
+    with pytest.raises(FileNotFoundError, match="last.h5"):
+        train(small_config(tmp_path / "nothing"), resume=True, echo=None, data=DATA)
+
+
+def test_early_stopping(tmp_path):
+    # A learning rate too small to change the validation error: no epoch improves on the
+    # first, so the run stops after 1 + patience epochs.
+    config = small_config(tmp_path, model="dense", hidden=[16], epochs=6, patience=2,
+                          lr=1e-12)
+    result = train(config, echo=None, data=DATA)
+    assert result.stopped_early and len(result.log) == 3 and result.best_epoch == 1
+
+
+@pytest.mark.parametrize("model", ["dense", "bdnn"])
+def test_baseline_models_train(model, tmp_path):
+    result = train(small_config(tmp_path, model=model, epochs=2), echo=None, data=DATA)
+    assert result.log[-1]["val_error"] < 0.6
+    assert result.log[-1]["policy_lr"] is None
+
+
+@pytest.mark.parametrize("baseline", ["none", "batch-min", "learned-linear"])
+def test_every_baseline_trains(baseline, tmp_path):
+    result = train(small_config(tmp_path, baseline=baseline, epochs=2), echo=None, data=DATA)
+    assert np.isfinite(result.log[-1]["train_loss"])
+
+
+def test_same_seed_same_run(tmp_path):
+    a = train(small_config(tmp_path / "a", epochs=1), echo=None, data=DATA)
+    b = train(small_config(tmp_path / "b", epochs=1), echo=None, data=DATA)
+    assert a.log[0]["train_loss"] == b.log[0]["train_loss"]
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"tau": 1.2}, "tau"), ({"tau": [0.1]}, "one per hidden layer"),
+    ({"hidden": [[4, 8], [4, 16]]}, "same block size"), ({"model": "moe"}, "model"),
+    ({"baseline": "best"}, "baseline"), ({"epochs": 0}, "epochs"),
+    ({"lr": -1.0}, "lr"), ({"colour": "red"}, "unknown setting")])
+def test_bad_settings_are_named(changes, match):
+    with pytest.raises(ValueError, match=match):
+        from_mapping(changes)
+
+
+def test_too_large_validation_set_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="val_size"):
+        train(small_config(tmp_path, val_size=5000), echo=None, data=DATA)
+
+
+def test_default_config_is_valid():
+    assert TrainConfig().check().model == "condnet"
