@@ -34,6 +34,10 @@ class PolicyGate(Layer):
         u ~ Bernoulli(p)                         # training, and mode "sample"
         u = [p > 0.5]                            # mode "threshold" (evaluation default)
 
+    In threshold mode an example with no block above 0.5 keeps its most probable block: a
+    layer with every block off passes on nothing, and the output of the network would be
+    its last bias whatever the input.
+
     The squashing keeps ``log pi(u | h)`` and its gradient finite, and keeps every block
     a chance of being tried.  Z is (n_in, B), initialised at random (``init`` times
     ``init_scale``), and d is (B,), initialised to logit(tau): with a small scale p starts
@@ -130,7 +134,7 @@ class PolicyGate(Layer):
             if train or check_mode(mode or self.mode) == "sample":
                 mask = (self.rng.random(prob.shape, dtype=self.dtype) < prob).view(np.uint8)
             else:
-                mask = (prob > 0.5).view(np.uint8)
+                mask = threshold_mask(prob)
         elif mask.shape != prob.shape:
             raise ValueError(f"PolicyGate: mask must have shape {prob.shape}, got {mask.shape}")
 
@@ -168,6 +172,15 @@ class PolicyGate(Layer):
         return (f"PolicyGate({self.n_in}, {self.n_blocks}, tau={self.tau}, eps={self.eps}, "
                 f"mode={self.mode!r})")
 
+
+
+def threshold_mask(prob: np.ndarray) -> np.ndarray:
+    """``[p > 0.5]`` as uint8, with each row's most probable block on if none is."""
+    mask = (prob > 0.5).view(np.uint8)
+    empty = np.flatnonzero(~mask.any(axis=1))
+    if len(empty):
+        mask[empty, prob[empty].argmax(axis=1)] = 1
+    return mask
 
 
 def check_mode(mode: str) -> str:

@@ -38,7 +38,8 @@ def balance_penalty(prob: np.ndarray, tau: float) -> Tuple[float, np.ndarray]:
 
 
 def example_penalty(prob: np.ndarray, tau: float) -> Tuple[float, np.ndarray]:
-    """``L_e = mean_i |e_i - tau|``, ``e_i = mean_j p_ij``; ``dL_e/dp_ij = sign(e_i - tau) / (n B)``."""
+    """``L_e = mean_i |e_i - tau|``, ``e_i = mean_j p_ij``;
+    ``dL_e/dp_ij = sign(e_i - tau) / (n B)``."""
     _check_prob(prob)
     n, blocks = prob.shape
     gap = prob.mean(axis=1) - tau

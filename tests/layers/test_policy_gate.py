@@ -5,6 +5,7 @@ import pytest
 import condnn
 from condnn import check_gradients
 from condnn.layers import PolicyGate, PolicyPenalty
+from condnn.layers.policy_gate import threshold_mask
 from condnn.layers.policy_regularizers import log_likelihood
 
 
@@ -57,8 +58,15 @@ def test_threshold_mode_is_deterministic_and_thresholds_at_one_half():
     h = inputs()
     first, _ = gate.forward(h, train=False)
     second, _ = gate.forward(h, train=False)
-    np.testing.assert_array_equal(first.mask, first.prob > 0.5)
+    rows = (first.prob > 0.5).any(axis=1)            # rows that need no fallback
+    assert rows.any()
+    np.testing.assert_array_equal(first.mask[rows], first.prob[rows] > 0.5)
     np.testing.assert_array_equal(first.mask, second.mask)
+
+
+def test_threshold_keeps_the_most_probable_block_of_an_empty_row():
+    prob = np.array([[0.2, 0.4, 0.1], [0.7, 0.2, 0.9]])
+    np.testing.assert_array_equal(threshold_mask(prob), [[0, 1, 0], [1, 0, 1]])
 
 
 def test_training_and_sample_mode_draw_bernoulli_masks_from_the_seeded_generator():
