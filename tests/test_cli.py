@@ -6,7 +6,6 @@ import sys
 
 import pytest
 
-import condnn
 from condnn import cli
 from condnn.train_config import TrainConfig
 
@@ -16,20 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--hidden", "8x16,8x16", "--tau", "0.25", "--batch-size", "64", "--epochs", "2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny products run fastest on one thread (more threads only add synchronisation), for
-    the kernels and, when threadpoolctl is there, the BLAS."""
-    previous = condnn.get_num_threads()
-    condnn.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-    else:
-        with threadpool_limits(limits=1):
-            yield
-    condnn.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

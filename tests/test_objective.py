@@ -2,27 +2,13 @@
 import numpy as np
 import pytest
 
-import condnn
 from condnn.baselines import NoBaseline
 from condnn.layers import PolicyPenalty, softmax_cross_entropy
 from condnn.models import ConditionalMLP, DenseMLP
 from condnn.objective import ConditionalObjective
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny products run fastest on one thread (more threads only add synchronisation), for
-    the kernels and, when threadpoolctl is there, the BLAS."""
-    previous = condnn.get_num_threads()
-    condnn.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-    else:
-        with threadpool_limits(limits=1):
-            yield
-    condnn.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def model_and_batch(seed=0):

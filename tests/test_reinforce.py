@@ -5,26 +5,12 @@ import itertools
 import numpy as np
 import pytest
 
-import condnn
 from condnn import check_gradients
 from condnn.layers import PolicyGate, softmax_cross_entropy
 from condnn.models import ConditionalMLP
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny products run fastest on one thread (more threads only add synchronisation), for
-    the kernels and, when threadpoolctl is there, the BLAS."""
-    previous = condnn.get_num_threads()
-    condnn.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-    else:
-        with threadpool_limits(limits=1):
-            yield
-    condnn.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def all_masks(n_blocks):

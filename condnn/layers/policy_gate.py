@@ -6,7 +6,6 @@ import numpy as np
 from condnn.initializers import Initializer, glorot_uniform
 from condnn.layers.base import Layer, check_input, check_size, float_dtype
 from condnn.layers.policy_regularizers import PolicyPenalty, log_likelihood
-from condnn.layers.sigmoid import sigmoid
 from condnn.rng import RngLike, as_generator
 from condnn.sparse import sparse_dot
 
@@ -127,11 +126,14 @@ class PolicyGate(Layer):
         else:
             z = h @ Z
             z += d
-        s = sigmoid(z)
-        prob = s * self.dtype.type(1 - 2 * self.eps)
-        prob += self.dtype.type(self.eps)
+        # sigmoid(z) = (1 + tanh(z / 2)) / 2, so p = 1/2 + (1/2 - eps) tanh(z / 2): three
+        # array operations, which matter at batch 1.
+        t = np.tanh(np.multiply(z, 0.5, out=z), out=z)
+        prob = t * self.dtype.type(0.5 - self.eps)
+        prob += self.dtype.type(0.5)
         if mask is None:
-            if train or check_mode(mode or self.mode) == "sample":
+            chosen = self.mode if mode is None else check_mode(mode)
+            if train or chosen == "sample":
                 mask = (self.rng.random(prob.shape, dtype=self.dtype) < prob).view(np.uint8)
             else:
                 mask = threshold_mask(prob)
@@ -154,7 +156,8 @@ class PolicyGate(Layer):
                 total += advantages[:, None] * log_likelihood(prob, mask)[1]
             if penalty is not None and (penalty.lambda_s or penalty.lambda_v):
                 total += penalty.value_and_grad(prob, self.tau)[1]
-            dz = total * s * (1 - s) * self.dtype.type(1 - 2 * self.eps)
+            # dp/dz = (1 - 2 eps) sigmoid'(z) = (1/2 - eps) (1 - t^2) / 2.
+            dz = total * (1 - t * t) * self.dtype.type((0.5 - self.eps) / 2)
             self.grads["Z"] += h.T @ dz
             self.grads["d"] += dz.sum(axis=0)
             if penalty is not None and penalty.lambda_l2:
@@ -177,8 +180,9 @@ class PolicyGate(Layer):
 def threshold_mask(prob: np.ndarray) -> np.ndarray:
     """``[p > 0.5]`` as uint8, with each row's most probable block on if none is."""
     mask = (prob > 0.5).view(np.uint8)
-    empty = np.flatnonzero(~mask.any(axis=1))
-    if len(empty):
+    some_on = mask.any(axis=1)
+    if not some_on.all():
+        empty = np.flatnonzero(~some_on)
         mask[empty, prob[empty].argmax(axis=1)] = 1
     return mask
 

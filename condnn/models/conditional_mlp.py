@@ -169,7 +169,9 @@ class ConditionalMLP(Model):
                     apply_block_mask(y, mask, fc.block_size)
             np.maximum(y, 0, out=y)    # in place: the product's backprop keeps h, not y
             layer_outputs.append(y)
-            y, drop_backprop = self.drop(y, train)
+            drop_backprop = None
+            if train and self.drop.rate:
+                y, drop_backprop = self.drop(y, train)
             drop_backprops.append(drop_backprop)
             fc_backprops.append(fc_backprop)
             gate_backprops.append(gate_backprop)
@@ -183,7 +185,8 @@ class ConditionalMLP(Model):
             dh = out_backprop(dlogits)
             for index in range(len(self.fcs) - 1, -1, -1):
                 # relu's derivative; it is 0 on inactive blocks too, where y is exactly 0.
-                dh = drop_backprops[index](dh)
+                if drop_backprops[index] is not None:
+                    dh = drop_backprops[index](dh)
                 dh = fc_backprops[index](dh * (layer_outputs[index] > 0))
                 if gate_backprops[index] is not None and (advantages is not None
                                                           or penalty is not None):

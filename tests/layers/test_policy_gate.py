@@ -2,27 +2,13 @@
 import numpy as np
 import pytest
 
-import condnn
 from condnn import check_gradients
 from condnn.layers import PolicyGate, PolicyPenalty
 from condnn.layers.policy_gate import threshold_mask
 from condnn.layers.policy_regularizers import log_likelihood
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny products run fastest on one thread (more threads only add synchronisation), for
-    the kernels and, when threadpoolctl is there, the BLAS."""
-    previous = condnn.get_num_threads()
-    condnn.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-    else:
-        with threadpool_limits(limits=1):
-            yield
-    condnn.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 N, N_IN, BLOCKS = 6, 8, 4
 

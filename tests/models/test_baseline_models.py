@@ -6,20 +6,7 @@ import condnn
 from condnn.models import BlockDropoutMLP, DenseMLP
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny products run fastest on one thread (more threads only add synchronisation), for
-    the kernels and, when threadpoolctl is there, the BLAS."""
-    previous = condnn.get_num_threads()
-    condnn.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-    else:
-        with threadpool_limits(limits=1):
-            yield
-    condnn.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_dense_mlp_evaluation_is_the_plain_network():
