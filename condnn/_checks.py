@@ -126,6 +126,15 @@ def check_out(name: str, out, kind: ArrayKind, shape: Tuple[int, ...], dtype: np
             raise ValueError(f"{name} must not share memory with {input_name}")
 
 
+def _product_shape(a, b) -> Tuple[int, int, int]:
+    """(n, k, m) of ``a @ b``, a being (n, k) and b (k, m)."""
+    n, k = a.shape
+    if b.shape[0] != k:
+        raise ValueError(f"b must have shape ({k}, m) to match a of shape {a.shape}, "
+                         f"got {b.shape}")
+    return n, k, b.shape[1]
+
+
 def check_forward(a, amask, b, omask, c, block_size, out,
                   kind: ArrayKind) -> Tuple[int, int, int, int]:
     """Checks the arguments of ``sparse_dot`` in the order condnn.sparse does.
@@ -139,11 +148,7 @@ def check_forward(a, amask, b, omask, c, block_size, out,
     if c is not None:
         check_matrix("c", c, kind, ndim=1)
     check_dtypes(a.dtype, b=b, c=c)
-    n, k = a.shape
-    if b.shape[0] != k:
-        raise ValueError(f"b must have shape ({k}, m) to match a of shape {a.shape}, "
-                         f"got {b.shape}")
-    m = b.shape[1]
+    n, k, m = _product_shape(a, b)
     if c is not None and tuple(c.shape) != (m,):
         raise ValueError(f"c must have shape ({m},), got {c.shape}")
     check_mask("amask", amask, kind, n, k, block_size, "k")
@@ -167,11 +172,7 @@ def check_backward(grad_out, a, amask, b, omask, block_size,
     check_matrix("a", a, kind)
     check_matrix("b", b, kind)
     check_dtypes(a.dtype, grad_out=grad_out, b=b)
-    n, k = a.shape
-    if b.shape[0] != k:
-        raise ValueError(f"b must have shape ({k}, m) to match a of shape {a.shape}, "
-                         f"got {b.shape}")
-    m = b.shape[1]
+    n, k, m = _product_shape(a, b)
     if tuple(grad_out.shape) != (n, m):
         raise ValueError(f"grad_out must have shape {(n, m)}, got {grad_out.shape}")
     check_mask("amask", amask, kind, n, k, block_size, "k")
