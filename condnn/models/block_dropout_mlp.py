@@ -10,7 +10,7 @@ from condnn.layers.block_sparse_dense import BlockSparseDense
 from condnn.layers.policy_regularizers import PolicyPenalty
 from condnn.model import Model
 from condnn.models.arguments import check_hidden_blocks, open_unit, per_layer
-from condnn.models.trace import Product, Trace, apply_block_mask, check_execution
+from condnn.models.trace import Product, Trace, check_execution, hidden_layer
 
 
 class BlockDropoutMLP(Model):
@@ -87,13 +87,7 @@ class BlockDropoutMLP(Model):
             if execution != "all_on":
                 mask = masks[index] if masks is not None else \
                     drop.sample_mask(x.shape[0], fc.n_out)
-            if sparse:
-                y, fc_backprop = fc(h, train, amask=prev_mask, omask=mask)
-            else:
-                y, fc_backprop = fc(h, train)
-                if mask is not None:
-                    apply_block_mask(y, mask, fc.block_size)
-            np.maximum(y, 0, out=y)     # in place: the product's backprop keeps h, not y
+            y, fc_backprop = hidden_layer(fc, h, train, prev_mask, mask, sparse)
             # With a mask, dropout scales the kept blocks by 1 / keep_rate; all_on in
             # evaluation is the identity.
             h, drop_backprop = drop(y, train if mask is not None else False, mask=mask)

@@ -11,7 +11,7 @@ from condnn.layers.policy_gate import PolicyGate, check_mode
 from condnn.layers.policy_regularizers import PolicyPenalty
 from condnn.model import Model
 from condnn.models.arguments import check_hidden_blocks, open_unit, per_layer
-from condnn.models.trace import Product, Trace, apply_block_mask, check_execution
+from condnn.models.trace import Product, Trace, check_execution, hidden_layer
 
 Numbers = Union[float, Sequence[float]]
 
@@ -161,13 +161,7 @@ class ConditionalMLP(Model):
                 decision, gate_backprop = gate(h, train, amask=prev_mask if sparse else None,
                                                mask=given, mode=mode)
                 mask, prob = decision.mask, decision.prob
-            if sparse:
-                y, fc_backprop = fc(h, train, amask=prev_mask, omask=mask)
-            else:
-                y, fc_backprop = fc(h, train)
-                if mask is not None:
-                    apply_block_mask(y, mask, fc.block_size)
-            np.maximum(y, 0, out=y)    # in place: the product's backprop keeps h, not y
+            y, fc_backprop = hidden_layer(fc, h, train, prev_mask, mask, sparse)
             layer_outputs.append(y)
             drop_backprop = None
             if train and self.drop.rate:

@@ -70,3 +70,21 @@ def apply_block_mask(y: np.ndarray, mask: np.ndarray, block_size: int) -> np.nda
     n = y.shape[0]
     y.reshape(n, -1, block_size)[...] *= mask[:, :, None]
     return y
+
+
+def hidden_layer(fc, h: np.ndarray, train: bool, prev_mask: Optional[np.ndarray],
+                 mask: Optional[np.ndarray], sparse: bool):
+    """``relu(((h * prev_mask) W + b) * mask)`` of a block-sparse hidden layer, computed with
+    the block-sparse product, or (``sparse`` False) densely with the mask multiplied in.
+
+    Returns ``(y, fc_backprop)``; the relu is applied in place, since the product's backprop
+    keeps h, not y, and its derivative is read from y by the caller.
+    """
+    if sparse:
+        y, fc_backprop = fc(h, train, amask=prev_mask, omask=mask)
+    else:
+        y, fc_backprop = fc(h, train)
+        if mask is not None:
+            apply_block_mask(y, mask, fc.block_size)
+    np.maximum(y, 0, out=y)
+    return y, fc_backprop
