@@ -21,6 +21,7 @@ from condnn.baselines import Baseline, MovingAverageBaseline
 from condnn.flops import flops_fraction
 from condnn.layers.policy_regularizers import PolicyPenalty
 from condnn.layers.softmax_cross_entropy import softmax_cross_entropy
+from condnn.optim.kernels import add_scaled
 
 
 @dataclass
@@ -101,7 +102,7 @@ class ConditionalObjective:
             grads = model.named_grads()
             for path, param in model.named_params().items():
                 if path.endswith("/W"):     # the gates add Z's (PolicyGate's backprop)
-                    grads[path] += param.dtype.type(2 * lambda_l2) * param
+                    add_scaled(grads[path], 2 * lambda_l2, param)
         activation = [float(m.mean()) if m is not None else 1.0 for m in trace.masks]
         fraction = flops_fraction(model.products(), trace.masks, n,
                                   with_policy=execution != "all_on")

@@ -30,6 +30,7 @@ from condnn.model import Model
 from condnn.models import BlockDropoutMLP, ConditionalMLP, DenseMLP
 from condnn.objective import ConditionalObjective
 from condnn.optim import SGD, Adam, CosineDecay, Optimizer
+from condnn.thread_teams import one_team
 from condnn.train_config import TrainConfig, from_mapping
 
 LOG_NAME, BEST_NAME, LAST_NAME, CONFIG_NAME = "log.jsonl", "best.h5", "last.h5", "config.json"
@@ -207,13 +208,28 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False,
     with open(os.path.join(config.out, CONFIG_NAME), "w", encoding="utf-8") as f:
         json.dump(config.to_dict(), f, indent=2)
 
-    stopped_early = False
     last_epoch = config.epochs if stop_after is None else min(config.epochs,
                                                                start_epoch + stop_after - 1)
-    for epoch in range(start_epoch, last_epoch + 1):
+    with one_team(block_sparse=not isinstance(model, DenseMLP)):
+        stopped_early = _run_epochs(model, objective, optimizer, baseline, split, config,
+                                    data_rng, state, records, range(start_epoch, last_epoch + 1),
+                                    steps_per_epoch, quiet, echo)
+    return TrainResult(records, best_path, last_path, state["best_epoch"],
+                       state["best_val_error"], stopped_early, split)
+
+
+def _run_epochs(model: Model, objective: ConditionalObjective, optimizer: Optimizer,
+                baseline: Baseline, split: Split, config: TrainConfig,
+                data_rng: np.random.Generator, state: Dict[str, Any],
+                records: List[Dict[str, Any]], epochs: range, steps_per_epoch: int,
+                quiet: bool, echo: Optional[Callable[[str], None]]) -> bool:
+    """The epochs of :func:`train`: trains, validates, logs and saves; True if it stopped
+    early."""
+    best_path, last_path = (os.path.join(config.out, name) for name in (BEST_NAME, LAST_NAME))
+    log_path = os.path.join(config.out, LOG_NAME)
+    for epoch in epochs:
         if config.patience is not None and state["bad_epochs"] >= config.patience:
-            stopped_early = True
-            break
+            return True
         rates = optimizer.learning_rates()
         record = _train_epoch(model, objective, optimizer, split, config, data_rng, epoch,
                               steps_per_epoch, quiet)
@@ -243,8 +259,7 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False,
                    metadata=metadata)
         if echo is not None:
             echo(_summary_line(record))
-    return TrainResult(records, best_path, last_path, state["best_epoch"],
-                       state["best_val_error"], stopped_early, split)
+    return False
 
 
 def _train_epoch(model: Model, objective: ConditionalObjective, optimizer: Optimizer,

@@ -3,7 +3,9 @@ from typing import Any, ClassVar, Dict, Tuple
 
 import numpy as np
 
+from condnn.optim import _kernels
 from condnn.optim.optimizer import Optimizer, check_fraction
+from condnn.sparse import get_num_threads
 
 
 class Adam(Optimizer):
@@ -30,10 +32,16 @@ class Adam(Optimizer):
         return ("m", "v")
 
     def update(self, param: np.ndarray, grad: np.ndarray, slots: Dict[str, np.ndarray],
-               hyper: Dict[str, Any], lr: float, t: int) -> None:
-        scalar = param.dtype.type
+               hyper: Dict[str, Any], lr: float, t: int) -> bool:
         beta1, beta2 = hyper["beta1"], hyper["beta2"]
         m, v = slots["m"], slots["v"]
+        if _kernels.applies(param, grad, m, v):
+            # One pass over memory instead of ten; it also sets grad to 0.
+            _kernels.adam_update(param, grad, m, v, beta1, beta2, hyper["eps"],
+                                     lr / (1 - beta1 ** t), 1 / np.sqrt(1 - beta2 ** t),
+                                     get_num_threads())
+            return True
+        scalar = param.dtype.type
         m *= scalar(beta1)
         m += scalar(1 - beta1) * grad
         v *= scalar(beta2)
@@ -46,3 +54,4 @@ class Adam(Optimizer):
         step = np.divide(m, denominator, out=grad)
         step *= scalar(lr / (1 - beta1 ** t))
         param -= step
+        return False

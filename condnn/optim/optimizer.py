@@ -142,8 +142,9 @@ class Optimizer:
         raise NotImplementedError
 
     def update(self, param: np.ndarray, grad: np.ndarray, slots: Dict[str, np.ndarray],
-               hyper: Dict[str, Any], lr: float, t: int) -> None:
-        """Updates ``param`` in place; ``grad`` may be used as scratch; t counts from 1."""
+               hyper: Dict[str, Any], lr: float, t: int) -> Optional[bool]:
+        """Updates ``param`` in place; ``grad`` may be used as scratch; t counts from 1.
+        Returns True when it has also set ``grad`` to 0 (else :meth:`step` does)."""
         raise NotImplementedError
 
     def learning_rates(self) -> Dict[str, float]:
@@ -164,9 +165,10 @@ class Optimizer:
                     param *= param.dtype.type(1 - lr * decay)
                 elif decay:
                     grad += param.dtype.type(decay) * param
-                self.update(param, grad, self.slots.get(path, {}), hyper, lr,
-                            self.step_count + 1)
-                grad.fill(0)
+                zeroed = self.update(param, grad, self.slots.get(path, {}), hyper, lr,
+                                     self.step_count + 1)
+                if not zeroed:
+                    grad.fill(0)
         self.step_count += 1
 
     def state_dict(self) -> Dict[str, Any]:
