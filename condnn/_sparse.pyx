@@ -1,8 +1,8 @@
 # cython: language_level=3
 """Compiled CPU kernels of the block-sparse product (forward and backward).
 
-Every function here trusts its caller, :mod:`condnn.sparse`, to have validated shapes,
-dtypes, masks and strides: bounds checks are off.
+Every function here but :func:`forward_common` trusts its caller, :mod:`condnn.sparse`, to
+have validated shapes, dtypes, masks and strides: bounds checks are off.
 
 The work is split over output column blocks, one block per task.  For block j, the rows
 where it is on are processed in groups: their outputs accumulate in a contiguous panel
@@ -417,6 +417,62 @@ cdef _run_product(cnp.ndarray a, in_mask, cnp.ndarray b, ptrdiff_t sb0, ptrdiff_
 def forward(cnp.ndarray a, amask, cnp.ndarray b, omask, c, int block_size, cnp.ndarray out):
     """out = (a @ b + c) * Om with a's inactive blocks skipped."""
     _run_product(a, amask, b, _stride(b, 0), _stride(b, 1), omask, c, block_size, out)
+
+
+cdef bint _is_float_matrix(x, int typenum, int ndim):
+    return (type(x) is cnp.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>x) == typenum
+            and cnp.PyArray_NDIM(<cnp.ndarray>x) == ndim
+            and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x))
+
+
+cdef bint _is_common_mask(mask, Py_ssize_t rows, Py_ssize_t size, int block_size):
+    """None, or a C-contiguous bool/uint8/int8 (rows, size / block_size) array of 0/1."""
+    if mask is None:
+        return True
+    if type(mask) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray m = <cnp.ndarray>mask
+    cdef int t = cnp.PyArray_TYPE(m)
+    if t != cnp.NPY_BOOL and t != cnp.NPY_UINT8 and t != cnp.NPY_INT8:
+        return False
+    return (cnp.PyArray_NDIM(m) == 2 and size % block_size == 0
+            and m.shape[0] == rows and m.shape[1] == size // block_size
+            and cnp.PyArray_IS_C_CONTIGUOUS(m) and is_binary(m))
+
+
+def forward_common(a, amask, b, omask, c, block_size):
+    """The masked product for the common case of arguments, checked here at C speed (at
+    batch 1 the Python checks cost more than the product): plain float32 or float64
+    ndarrays of one dtype, a's rows unit-stride, c None or (m,), at least one mask, every
+    mask None or a C-contiguous bool, uint8 or int8 array of 0/1 of the right shape, and
+    no ``out``.  Returns the new (n, m) result, or None when the arguments are anything
+    else: :func:`condnn.sparse.sparse_dot` then checks them in full and names what is
+    wrong."""
+    if type(block_size) is not int or block_size < 1 or (amask is None and omask is None):
+        return None
+    if type(a) is not cnp.ndarray:
+        return None
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>a)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return None
+    if not _is_float_matrix(a, typenum, 2) or not _is_float_matrix(b, typenum, 2):
+        return None
+    cdef cnp.ndarray aa = <cnp.ndarray>a, bb = <cnp.ndarray>b
+    cdef Py_ssize_t n = aa.shape[0], k = aa.shape[1], m = bb.shape[1]
+    if bb.shape[0] != k or n == 0 or m == 0 or k == 0:
+        return None
+    if cnp.PyArray_STRIDE(aa, 1) != cnp.PyArray_ITEMSIZE(aa) or cnp.PyArray_STRIDE(aa, 0) < 0:
+        return None
+    if c is not None and (not _is_float_matrix(c, typenum, 1)
+                          or (<cnp.ndarray>c).shape[0] != m):
+        return None
+    if not _is_common_mask(amask, n, k, block_size) \
+            or not _is_common_mask(omask, n, m, block_size):
+        return None
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(2, [n, m], typenum, 0)
+    # bool and int8 masks holding 0/1 have the bytes of uint8 ones: no view needed.
+    _run_product(aa, amask, bb, _stride(bb, 0), _stride(bb, 1), omask, c, block_size, out)
+    return out
 
 
 cdef void _outer_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,

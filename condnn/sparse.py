@@ -112,6 +112,10 @@ def sparse_dot(a: np.ndarray, amask: Optional[np.ndarray], b: np.ndarray,
         array([[2., 2., 0., 0.],
                [0., 0., 2., 2.]], dtype=float32)
     """
+    if out is None:
+        y = _sparse.forward_common(a, amask, b, omask, c, block_size)
+        if y is not None:
+            return y
     a, amask, b, omask, c = map(_as_plain, (a, amask, b, omask, c))
     n, k, m, block_size = _checks.check_forward(a, amask, b, omask, c, block_size, out,
                                                 _checks.NUMPY)
