@@ -74,8 +74,8 @@ class Jobs:
     """Training runs as ``condnn train`` subprocesses, ``workers`` at a time, one thread
     each."""
 
-    def __init__(self, workers: int, runs_dir: str) -> None:
-        self.workers, self.runs_dir = workers, runs_dir
+    def __init__(self, workers: int, runs_dir: str, reuse: bool = False) -> None:
+        self.workers, self.runs_dir, self.reuse = workers, runs_dir, reuse
         self.waiting: List[Dict[str, Any]] = []
         self.running: Dict[str, subprocess.Popen] = {}
         self.done: Dict[str, str] = {}
@@ -88,10 +88,15 @@ class Jobs:
         out = os.path.join(self.runs_dir, name)
         os.makedirs(out, exist_ok=True)
         path = os.path.join(out, "settings.json")
-        with open(path, "w") as f:
-            json.dump(config.replace(out=out).to_dict(), f)
-        self.waiting.append({"name": name, "config": path, "out": out})
+        settings = config.replace(out=out).to_dict()
         self.names.append(name)
+        if self.reuse and _finished(out, settings):
+            self.done[name] = os.path.join(out, "best.h5")
+            print(f"  reusing {name}", flush=True)
+            return
+        with open(path, "w") as f:
+            json.dump(settings, f)
+        self.waiting.append({"name": name, "config": path, "out": out})
 
     def _start(self) -> None:
         while self.waiting and len(self.running) < self.workers:
@@ -118,6 +123,19 @@ class Jobs:
             if all(n in self.done for n in names):
                 return
             time.sleep(0.5)
+
+
+def _finished(out: str, settings: Dict[str, Any]) -> bool:
+    """True if ``out`` holds a run of exactly these settings that ran all its epochs."""
+    try:
+        with open(os.path.join(out, "settings.json")) as f:
+            same = json.load(f) == settings
+        with open(os.path.join(out, "log.jsonl")) as f:
+            epochs = [json.loads(line)["epoch"] for line in f if line.strip()]
+    except (OSError, ValueError, KeyError):
+        return False
+    return same and bool(epochs) and epochs[-1] == settings["epochs"] \
+        and os.path.exists(os.path.join(out, "best.h5"))
 
 
 def seconds_per_epoch_alone(config: TrainConfig, data: datasets.DataSet, steps: int) -> float:
@@ -171,6 +189,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--out-dir", default=os.path.join(HERE, "results"))
     p.add_argument("--runs-dir", help="where the runs' checkpoints go (default: a temporary "
                    "directory, removed at the end)")
+    p.add_argument("--reuse", action="store_true", help="keep the runs in --runs-dir that "
+                   "finished with the same settings (to time them again) instead of "
+                   "training them again")
     return p.parse_args(argv)
 
 
@@ -195,7 +216,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     n_in, n_classes = data.x_train.shape[1], data.classes
 
     print(f"training into {runs_dir}", flush=True)
-    jobs = Jobs(args.workers, runs_dir)
+    if args.reuse and not args.runs_dir:
+        raise SystemExit("--reuse needs --runs-dir")
+    jobs = Jobs(args.workers, runs_dir, reuse=args.reuse)
     jobs.add("condnet", base)
     jobs.add("dense_twin", base.replace(model="dense", hidden=block_widths))
     for tau in taus[1:]:

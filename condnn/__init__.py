@@ -1,4 +1,5 @@
 """condnn: conditional-computation neural networks with fast block-sparse kernels."""
+from condnn.block_weights import BlockWeights
 from condnn.sparse import (get_num_threads, set_num_threads, sparse_dot,
                            sparse_dot_backward)
 
@@ -17,6 +18,7 @@ from condnn.model import Model  # noqa: E402
 from condnn.registry import register_model  # noqa: E402
 
 __all__ = ["sparse_dot", "sparse_dot_backward", "set_num_threads", "get_num_threads",
+           "BlockWeights",
            "Model", "register_model", "load", "restore", "Checkpoint", "CheckpointError",
            "Layer", "Dense", "BlockSparseDense", "ReLU", "Tanh", "Sigmoid", "Dropout",
            "BlockDropout", "Sequential", "softmax_cross_entropy",

@@ -109,13 +109,34 @@ cdef struct Cut:
     Py_ssize_t size
 
 
-cdef Cut _cut(mask, Py_ssize_t size, int block_size):
+cdef struct Weights:
+    # Where the weights of block pair (p, j) are: at p * between_p + j * between_j, with
+    # rows sb0 and columns sb1 apart inside the block.  ``blocked``: each block is already
+    # contiguous (a BlockWeights layout), so it is never packed.
+    ptrdiff_t sb0
+    ptrdiff_t sb1
+    ptrdiff_t between_p
+    ptrdiff_t between_j
+    bint blocked
+
+
+cdef Weights _strided(ptrdiff_t sb0, ptrdiff_t sb1, const Cut *kin, const Cut *nout):
+    """The weights of a (k, m) matrix with strides (sb0, sb1), cut as kin and nout."""
+    cdef Weights w
+    w.sb0, w.sb1 = sb0, sb1
+    w.between_p = <ptrdiff_t>kin.width * sb0
+    w.between_j = <ptrdiff_t>nout.width * sb1
+    w.blocked = False
+    return w
+
+
+cdef Cut _cut(mask, Py_ssize_t size, int block_size, int unmasked_width=UNMASKED_WIDTH):
     cdef Cut cut
     cut.size = size
     if mask is None:
         cut.mask = NULL
-        cut.width = UNMASKED_WIDTH
-        cut.count = <int>((size + UNMASKED_WIDTH - 1) // UNMASKED_WIDTH)
+        cut.width = unmasked_width
+        cut.count = <int>((size + unmasked_width - 1) // unmasked_width)
     else:
         cut.mask = <const uint8_t *>cnp.PyArray_DATA(mask)
         cut.width = block_size
@@ -293,7 +314,7 @@ cdef inline const ptrdiff_t *_pair_rows(const Cut *kin, const Cut *nout,
 
 
 cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
-                         const floating *b, ptrdiff_t sb0, ptrdiff_t sb1,
+                         const floating *b, const Weights *w,
                          const floating *bias, ptrdiff_t sbias, floating *o, ptrdiff_t ldo,
                          const Cut *kin, const Cut *nout, const RowLists *by_block,
                          Scratch *s) noexcept nogil:
@@ -308,6 +329,7 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
     cdef floating *ocol = o + <ptrdiff_t>j * nout.width
     cdef floating *orow
     cdef floating *packed = <floating *>s.packed_b
+    cdef ptrdiff_t sb0 = w.sb0, sb1 = w.sb1
 
     # Inactive outputs are 0, whatever the inputs hold; active ones start at the bias.
     for i in range(n):
@@ -332,8 +354,7 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
                                s.pairs + n * (1 - (rows == s.pairs + n)), &next_count,
                                &next_rows)
         if following < kin.count and count > CONDNN_MR:
-            next_block = b + <ptrdiff_t>following * kin.width * sb0 \
-                + <ptrdiff_t>j * nout.width * sb1
+            next_block = b + following * w.between_p + j * w.between_j
             if sb1 == 1:
                 for q in range(_extent(kin, following)):
                     condnn_prefetch_later(next_block + q * sb0, nb * sizeof(floating))
@@ -342,9 +363,10 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
                     condnn_prefetch_later(next_block + col * sb1,
                                           _extent(kin, following) * sizeof(floating))
         kb = _extent(kin, p)
-        block = b + <ptrdiff_t>p * kin.width * sb0 + <ptrdiff_t>j * nout.width * sb1
-        if sb1 == 1 and count <= CONDNN_MR:
-            # A single tile of rows reads each weight once: packing would not pay.
+        block = b + p * w.between_p + j * w.between_j
+        if sb1 == 1 and (count <= CONDNN_MR or w.blocked):
+            # A single tile of rows reads each weight once: packing would not pay.  Nor
+            # does it for blocks that are contiguous already.
             _gemm_rows(count, a + <ptrdiff_t>p * kin.width, lda, rows, block, sb0, kb, nb,
                        ocol, ldo, rows)
         else:
@@ -373,12 +395,12 @@ cdef inline int _next_pair(const Cut *kin, const Cut *nout, const RowLists *by_b
 
 
 cdef void _product(Py_ssize_t n, const floating *a, ptrdiff_t lda, const floating *b,
-                   ptrdiff_t sb0, ptrdiff_t sb1, const floating *bias, ptrdiff_t sbias,
+                   Weights w, const floating *bias, ptrdiff_t sbias,
                    floating *o, ptrdiff_t ldo, Cut kin, Cut nout, RowLists by_block,
                    Scratch *scratch, int nthreads) noexcept nogil:
     cdef int j
     for j in prange(nout.count, schedule="dynamic", num_threads=nthreads):
-        _product_block(j, n, a, lda, b, sb0, sb1, bias, sbias, o, ldo, &kin, &nout,
+        _product_block(j, n, a, lda, b, &w, bias, sbias, o, ldo, &kin, &nout,
                        &by_block, &scratch[threadid()])
 
 
@@ -387,11 +409,22 @@ cdef inline ptrdiff_t _stride(cnp.ndarray x, int axis):
 
 
 cdef _run_product(cnp.ndarray a, in_mask, cnp.ndarray b, ptrdiff_t sb0, ptrdiff_t sb1,
-                  out_mask, c, int block_size, cnp.ndarray out):
-    """out = (a @ b + c) under in_mask (blocks of a's columns) and out_mask (of out's)."""
+                  out_mask, c, int block_size, cnp.ndarray out, bint blocked=False):
+    """out = (a @ b + c) under in_mask (blocks of a's columns) and out_mask (of out's).
+
+    b is a (k, m) matrix with strides (sb0, sb1), or with ``blocked`` the (ceil(k / bs),
+    ceil(m / bs), bs, bs) contiguous blocks of one (a BlockWeights layout), unmasked
+    dimensions then being cut at the block size too."""
     cdef Py_ssize_t n = a.shape[0]
-    cdef Cut kin = _cut(in_mask, a.shape[1], block_size)
-    cdef Cut nout = _cut(out_mask, out.shape[1], block_size)
+    cdef int unmasked_width = block_size if blocked else UNMASKED_WIDTH
+    cdef Cut kin = _cut(in_mask, a.shape[1], block_size, unmasked_width)
+    cdef Cut nout = _cut(out_mask, out.shape[1], block_size, unmasked_width)
+    cdef Weights w = _strided(sb0, sb1, &kin, &nout)
+    if blocked:
+        w.sb0, w.sb1 = block_size, 1
+        w.between_j = <ptrdiff_t>block_size * block_size
+        w.between_p = nout.count * w.between_j
+        w.blocked = True
     cdef int nthreads = _threads_for(n, kin.size, nout.size, nout.count)
     cdef _Workspace work = _Workspace(n, kin.width, nout.width, a.itemsize, nthreads, False)
     cdef _RowsByBlock by_block = _RowsByBlock(in_mask, n)
@@ -404,12 +437,12 @@ cdef _run_product(cnp.ndarray a, in_mask, cnp.ndarray b, ptrdiff_t sb0, ptrdiff_
     cdef void *po = cnp.PyArray_DATA(out)
     if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
         with nogil:
-            _product[float](n, <const float *>pa, lda, <const float *>pb, sb0, sb1,
+            _product[float](n, <const float *>pa, lda, <const float *>pb, w,
                             <const float *>pc, sbias, <float *>po, ldo, kin, nout, lists,
                             work.threads, nthreads)
     else:
         with nogil:
-            _product[double](n, <const double *>pa, lda, <const double *>pb, sb0, sb1,
+            _product[double](n, <const double *>pa, lda, <const double *>pb, w,
                              <const double *>pc, sbias, <double *>po, ldo, kin, nout, lists,
                              work.threads, nthreads)
 
@@ -417,6 +450,13 @@ cdef _run_product(cnp.ndarray a, in_mask, cnp.ndarray b, ptrdiff_t sb0, ptrdiff_
 def forward(cnp.ndarray a, amask, cnp.ndarray b, omask, c, int block_size, cnp.ndarray out):
     """out = (a @ b + c) * Om with a's inactive blocks skipped."""
     _run_product(a, amask, b, _stride(b, 0), _stride(b, 1), omask, c, block_size, out)
+
+
+def forward_blocked(cnp.ndarray a, amask, cnp.ndarray blocks, omask, c, int block_size,
+                    cnp.ndarray out):
+    """:func:`forward` with the weights given as the contiguous (ceil(k / bs),
+    ceil(m / bs), bs, bs) blocks of a :class:`condnn.BlockWeights`."""
+    _run_product(a, amask, blocks, 0, 0, omask, c, block_size, out, True)
 
 
 cdef bint _is_float_matrix(x, int typenum, int ndim):
@@ -440,14 +480,16 @@ cdef bint _is_common_mask(mask, Py_ssize_t rows, Py_ssize_t size, int block_size
             and cnp.PyArray_IS_C_CONTIGUOUS(m) and is_binary(m))
 
 
-def forward_common(a, amask, b, omask, c, block_size):
+def forward_common(a, amask, b, omask, c, block_size, Py_ssize_t blocked_k=-1,
+                   Py_ssize_t blocked_m=-1):
     """The masked product for the common case of arguments, checked here at C speed (at
     batch 1 the Python checks cost more than the product): plain float32 or float64
     ndarrays of one dtype, a's rows unit-stride, c None or (m,), at least one mask, every
     mask None or a C-contiguous bool, uint8 or int8 array of 0/1 of the right shape, and
-    no ``out``.  Returns the new (n, m) result, or None when the arguments are anything
-    else: :func:`condnn.sparse.sparse_dot` then checks them in full and names what is
-    wrong."""
+    no ``out``.  With ``blocked_k`` and ``blocked_m`` >= 0, b is the blocks array of a
+    BlockWeights of shape (blocked_k, blocked_m) stored at this block size.  Returns the new (n, m) result, or None
+    when the arguments are anything else: :func:`condnn.sparse.sparse_dot` then checks
+    them in full and names what is wrong."""
     if type(block_size) is not int or block_size < 1 or (amask is None and omask is None):
         return None
     if type(a) is not cnp.ndarray:
@@ -455,11 +497,23 @@ def forward_common(a, amask, b, omask, c, block_size):
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>a)
     if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
         return None
-    if not _is_float_matrix(a, typenum, 2) or not _is_float_matrix(b, typenum, 2):
+    cdef bint blocked = blocked_k >= 0 and blocked_m >= 0
+    if not _is_float_matrix(a, typenum, 2) or not _is_float_matrix(b, typenum,
+                                                                   4 if blocked else 2):
         return None
     cdef cnp.ndarray aa = <cnp.ndarray>a, bb = <cnp.ndarray>b
-    cdef Py_ssize_t n = aa.shape[0], k = aa.shape[1], m = bb.shape[1]
-    if bb.shape[0] != k or n == 0 or m == 0 or k == 0:
+    cdef Py_ssize_t n = aa.shape[0], k = aa.shape[1]
+    cdef Py_ssize_t m = blocked_m if blocked else bb.shape[1]
+    if blocked:
+        if not (k == blocked_k and cnp.PyArray_IS_C_CONTIGUOUS(bb)
+                and bb.shape[2] == block_size
+                and bb.shape[3] == block_size
+                and bb.shape[0] == (k + block_size - 1) // block_size
+                and bb.shape[1] == (m + block_size - 1) // block_size):
+            return None
+    elif bb.shape[0] != k:
+        return None
+    if n == 0 or m == 0 or k == 0:
         return None
     if cnp.PyArray_STRIDE(aa, 1) != cnp.PyArray_ITEMSIZE(aa) or cnp.PyArray_STRIDE(aa, 0) < 0:
         return None
@@ -471,7 +525,11 @@ def forward_common(a, amask, b, omask, c, block_size):
         return None
     cdef cnp.ndarray out = cnp.PyArray_EMPTY(2, [n, m], typenum, 0)
     # bool and int8 masks holding 0/1 have the bytes of uint8 ones: no view needed.
-    _run_product(aa, amask, bb, _stride(bb, 0), _stride(bb, 1), omask, c, block_size, out)
+    if blocked:
+        _run_product(aa, amask, bb, 0, 0, omask, c, block_size, out, True)
+    else:
+        _run_product(aa, amask, bb, _stride(bb, 0), _stride(bb, 1), omask, c, block_size,
+                     out)
     return out
 
 

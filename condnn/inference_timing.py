@@ -3,7 +3,9 @@
 Three executions of the same trained model are timed on the same examples, in evaluation
 mode (see :data:`condnn.models.trace.EXECUTIONS`):
 
-* ``sparse``: the block-sparse kernels skip the inactive blocks (the policies included);
+* ``sparse``: the block-sparse kernels skip the inactive blocks (the policies included),
+  run by the model's frozen copy (:func:`condnn.models.for_inference`), whose weights are
+  stored block by block as a deployed model's would be;
 * ``dense``: the same function, with the same masks and outputs, computed with dense BLAS
   products (``numpy.matmul``) and the masks multiplied in: the network "run densely";
 * ``all_on``: every block on and no policy, dense BLAS: the plain dense network of these
@@ -36,6 +38,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from condnn.models.inference import for_inference
 from condnn.sparse import get_num_threads, set_num_threads
 
 EXECUTIONS_TIMED = ("sparse", "dense", "all_on")
@@ -135,18 +138,20 @@ def time_executions(model, x: np.ndarray, *, batch_size: int = 256,
     n1 = len(x) if batch1_examples is None else min(int(batch1_examples), len(x))
     if n1 < 1:
         raise ValueError(f"batch1_examples must be positive or None, got {batch1_examples!r}")
+    runs = {e: for_inference(model) if e == "sparse" else model for e in executions}
     for execution in executions:     # warm-up: first-call allocations, caches
-        _pass_seconds(model, x[:batch_size], batch_size, execution, mode)
-        _pass_seconds(model, x[:4], 1, execution, mode)
+        _pass_seconds(runs[execution], x[:batch_size], batch_size, execution, mode)
+        _pass_seconds(runs[execution], x[:4], 1, execution, mode)
     large: Dict[str, List[float]] = {e: [] for e in executions}
     for _ in range(repeats):
         for execution in executions:
-            large[execution].append(_pass_seconds(model, x, batch_size, execution, mode))
+            large[execution].append(_pass_seconds(runs[execution], x, batch_size, execution,
+                                                  mode))
     single: Dict[str, float] = {e: 0.0 for e in executions}
     for begin in range(0, n1, _BATCH1_CHUNK):
         chunk = x[begin:min(begin + _BATCH1_CHUNK, n1)]
         for execution in executions:
-            single[execution] += _pass_seconds(model, chunk, 1, execution, mode)
+            single[execution] += _pass_seconds(runs[execution], chunk, 1, execution, mode)
     median = {e: float(np.median(times)) for e, times in large.items()}
     return SpeedReport(median.get("sparse", np.nan), median.get("dense", np.nan),
                        median.get("all_on", np.nan), single.get("sparse", np.nan),

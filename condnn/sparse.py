@@ -24,6 +24,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from condnn import _checks, _sparse
+from condnn.block_weights import BlockWeights
 
 __all__ = ["sparse_dot", "sparse_dot_backward", "set_num_threads", "get_num_threads", "variant"]
 
@@ -112,6 +113,8 @@ def sparse_dot(a: np.ndarray, amask: Optional[np.ndarray], b: np.ndarray,
         array([[2., 2., 0., 0.],
                [0., 0., 2., 2.]], dtype=float32)
     """
+    if isinstance(b, BlockWeights):
+        return _sparse_dot_blocked(a, amask, b, omask, c, block_size, out)
     if out is None:
         y = _sparse.forward_common(a, amask, b, omask, c, block_size)
         if y is not None:
@@ -132,10 +135,37 @@ def sparse_dot(a: np.ndarray, amask: Optional[np.ndarray], b: np.ndarray,
         and out.strides[0] >= 0 else np.empty((n, m), dtype=a.dtype)
     if n and m:
         _sparse.forward(_kernel_operand(a), amask, b, omask, c, block_size, target)
+    return _into(out, target)
+
+
+def _into(out: Optional[np.ndarray], target: np.ndarray) -> np.ndarray:
+    """The result in ``out`` when one was given (copied there if computed elsewhere)."""
     if out is not None and target is not out:
         out[...] = target
         return out
     return target
+
+
+def _sparse_dot_blocked(a, amask, b: BlockWeights, omask, c, block_size, out):
+    """:func:`sparse_dot` with b stored block by block."""
+    if out is None:
+        y = _sparse.forward_common(a, amask, b.blocks, omask, c, block_size, *b.shape)
+        if y is not None:
+            return y
+    a, amask, omask, c = map(_as_plain, (a, amask, omask, c))
+    n, k, m, block_size = _checks.check_forward(a, amask, b.stand_in, omask, c, block_size,
+                                                out, _checks.NUMPY)
+    if block_size != b.block_size:
+        raise ValueError(f"block_size {block_size} is not the block size {b.block_size} "
+                         f"that b (a BlockWeights) was stored with")
+    amask = _binary_mask("amask", amask)
+    omask = _binary_mask("omask", omask)
+    target = out if out is not None and out.strides[1] == out.itemsize \
+        and out.strides[0] >= 0 else np.empty((n, m), dtype=a.dtype)
+    if n and m:
+        _sparse.forward_blocked(_kernel_operand(a), amask, b.blocks, omask, c, block_size,
+                                target)
+    return _into(out, target)
 
 
 def sparse_dot_backward(grad_out: np.ndarray, a: np.ndarray, amask: Optional[np.ndarray],
@@ -152,6 +182,9 @@ def sparse_dot_backward(grad_out: np.ndarray, a: np.ndarray, amask: Optional[np.
 
     The arguments are those given to :func:`sparse_dot`, with ``grad_out`` of shape (n, m).
     """
+    if isinstance(b, BlockWeights):
+        raise TypeError("b must be the weight matrix itself: a BlockWeights serves the "
+                        "forward product only")
     grad_out, a, amask, b, omask = map(_as_plain, (grad_out, a, amask, b, omask))
     n, k, m, block_size = _checks.check_backward(grad_out, a, amask, b, omask, block_size,
                                                  _checks.NUMPY)

@@ -19,6 +19,7 @@ that only meet inactive input blocks, columns of ``b`` and entries of ``c`` that
 inactive outputs) are "poisoned" with NaN and inf for the kernel, while the reference sees
 finite values there: the result must not change.
 """
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
@@ -168,13 +169,14 @@ class Problem:
     layouts: Dict[str, str] = field(default_factory=dict)    # argument name -> layout
     poison: bool = False
     seed: int = 0
+    blocked: bool = False      # b given as condnn.BlockWeights (forward only)
 
     def describe(self) -> str:
         return (f"variant={self.variant} dtype={np.dtype(self.dtype).name} bs={self.bs} "
                 f"n={self.n} k={self.k} m={self.m} bias={self.has_bias} "
                 f"densities={self.densities} patterns={self.patterns} "
                 f"mask_dtype={np.dtype(self.mask_dtype).name} layouts={self.layouts} "
-                f"poison={self.poison} seed={self.seed}")
+                f"poison={self.poison} seed={self.seed} blocked={self.blocked}")
 
 
 @dataclass
@@ -262,8 +264,9 @@ def check_forward(p: Problem, out_layout: Optional[str] = None) -> None:
     out = buf = outside = None
     if out_layout is not None:
         out, buf, outside = out_buffer((p.n, p.m), p.dtype, out_layout)
-    got = condnn.sparse_dot(args["a"], args["amask"], args["b"], args["omask"], args["c"],
-                            p.bs, out=out)
+    b = condnn.BlockWeights(args["b"], p.bs) if p.blocked else args["b"]
+    got = condnn.sparse_dot(args["a"], args["amask"], b, args["omask"], args["c"], p.bs,
+                            out=out)
     if out is not None:
         assert got is out, f"sparse_dot did not return out; {context}"
         assert np.isnan(buf[outside]).all(), f"wrote outside out; {context}"
@@ -324,6 +327,13 @@ _PROPERTY = settings(max_examples=150, deadline=None,
 @given(p=problems(), out_layout=st.one_of(st.none(), st.sampled_from(OUT_LAYOUTS)))
 def test_forward_matches_reference(p: Problem, out_layout: Optional[str]) -> None:
     check_forward(p, out_layout)
+
+
+@_PROPERTY
+@given(p=problems(), out_layout=st.one_of(st.none(), st.sampled_from(OUT_LAYOUTS)))
+def test_forward_with_block_weights_matches_reference(p: Problem,
+                                                      out_layout: Optional[str]) -> None:
+    check_forward(dataclasses.replace(p, blocked=True), out_layout)
 
 
 @_PROPERTY

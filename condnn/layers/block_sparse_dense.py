@@ -3,6 +3,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from condnn.block_weights import BlockWeights
 from condnn.initializers import Initializer, glorot_uniform
 from condnn.layers.base import (Backprop, Layer, check_input, check_output_grad, check_size,
                                 float_dtype)
@@ -43,18 +44,44 @@ class BlockSparseDense(Layer):
         self.add_param("W", np.asarray(init((self.n_in, self.n_out), rng, self.dtype),
                                        dtype=self.dtype))
         self.add_param("b", np.zeros(self.n_out, dtype=self.dtype))
+        self.frozen: Optional[BlockWeights] = None
+
+    def freeze(self) -> None:
+        """Fixes the weights for evaluation: W becomes read-only and masked products use
+        a block-by-block copy of it (:class:`condnn.BlockWeights`, faster at small batches).
+        Training a frozen layer is an error; use :func:`condnn.models.for_inference`,
+        which freezes a copy of a model."""
+        W = self.params["W"]
+        W.flags.writeable = False
+        self.frozen = BlockWeights(W, self.block_size)
+        self._frozen_source = W
+
+    def _weights(self, train: bool, masked: bool):
+        """The weights a product uses: the block-by-block copy of a frozen layer for a
+        masked product in evaluation, else W."""
+        W = self.params["W"]
+        if self.frozen is None:
+            return W
+        if train:
+            raise RuntimeError("BlockSparseDense: this layer is frozen for evaluation "
+                               "(freeze / for_inference); train the model it was copied from")
+        if W is not self._frozen_source:
+            raise RuntimeError("BlockSparseDense: W was replaced after freeze(); freeze "
+                               "again to use the new weights")
+        return self.frozen if masked else W
 
     def forward(self, x: np.ndarray, train: bool, amask: Optional[np.ndarray] = None,
                 omask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Backprop]:
         check_input("BlockSparseDense", x, self.n_in, self.dtype)
         W, b, block_size = self.params["W"], self.params["b"], self.block_size
+        weights = self._weights(train, amask is not None or omask is not None)
         if amask is not None and self.n_in % block_size:
             raise ValueError(f"BlockSparseDense: amask needs block_size {block_size} to "
                              f"divide n_in = {self.n_in}")
         if omask is not None and self.n_out % block_size:
             raise ValueError(f"BlockSparseDense: omask needs block_size {block_size} to "
                              f"divide n_out = {self.n_out}")
-        y = sparse_dot(x, amask, W, omask, b, block_size)
+        y = sparse_dot(x, amask, weights, omask, b, block_size)
 
         def backprop(dy: np.ndarray) -> np.ndarray:
             check_output_grad("BlockSparseDense", dy, y.shape)

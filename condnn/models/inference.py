@@ -1,0 +1,26 @@
+"""A frozen copy of a model for fast evaluation."""
+import copy
+
+from condnn.layers.block_sparse_dense import BlockSparseDense
+
+
+def for_inference(model):
+    """A copy of ``model`` for evaluation only: every :class:`BlockSparseDense` in it is
+    frozen (:meth:`BlockSparseDense.freeze`), so its masked products read the weights block
+    by block, and it computes the outputs of ``model`` (to rounding).  It is a snapshot: training
+    ``model`` further does not change it, and training the copy is an error.
+
+    Example:
+        >>> import numpy as np
+        >>> from condnn.models import ConditionalMLP
+        >>> model = ConditionalMLP(n_in=8, n_classes=3, hidden=[[4, 4]], tau=0.5)
+        >>> x = np.random.default_rng(0).random((5, 8), dtype=np.float32)
+        >>> fast = for_inference(model)
+        >>> bool(np.allclose(fast.trace(x, False).logits, model.trace(x, False).logits))
+        True
+    """
+    frozen = copy.deepcopy(model)
+    for _, layer in frozen.walk():
+        if isinstance(layer, BlockSparseDense):
+            layer.freeze()
+    return frozen
