@@ -17,14 +17,16 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 VARIANTS = ("ss", "sf", "fs")
-PASSES = ("fwd", "bwd")
+# "fwd-blocks": the forward pass with the weights stored block by block (condnn.BlockWeights,
+# built once, outside the timing), against the same dense forward baseline.
+PASSES = ("fwd", "bwd", "fwd-blocks")
 
 
 @dataclass(frozen=True)
 class Point:
     """One measurement: a kernel variant and pass on one problem size, at a thread count."""
     variant: str      # "ss", "sf" or "fs"
-    pass_: str        # "fwd" or "bwd"
+    pass_: str        # "fwd", "bwd" or "fwd-blocks"
     n: int
     k: int
     m: int
@@ -42,7 +44,13 @@ class Point:
     def dense_key(self) -> Tuple[str, str, int, int, int, int, str]:
         """What determines the dense baseline's time: not the block size or the density,
         since the dense computation does the same work whatever the masks hold."""
-        return (self.variant, self.pass_, self.n, self.k, self.m, self.threads, self.dtype)
+        return (self.variant, self.dense_pass, self.n, self.k, self.m, self.threads,
+                self.dtype)
+
+    @property
+    def dense_pass(self) -> str:
+        """The pass of the dense baseline: the forward one for "fwd-blocks"."""
+        return "bwd" if self.pass_ == "bwd" else "fwd"
 
 
 @dataclass

@@ -17,7 +17,10 @@ What is timed
 -------------
 condnn: ``condnn.sparse_dot(a, amask, b, omask, c, bs, out=out)`` with ``out`` allocated once,
 and ``condnn.sparse_dot_backward(grad_out, a, amask, b, omask, bs)``, which allocates its three
-results as the API does.  Argument validation is included: it is what a caller pays.
+results as the API does.  Argument validation is included: it is what a caller pays.  The pass
+``fwd-blocks`` (``--passes fwd-blocks``, not in the default grid) is the forward product with
+b given as ``condnn.BlockWeights(b, bs)``, built once outside the timing, as a frozen model
+stores its weights; its baseline is the same dense forward product.
 
 The dense baseline computes the same result from the same inputs in the fastest way NumPy
 offers, and is given every advantage:
@@ -227,7 +230,7 @@ def dense_worker() -> None:
         p = Point(**spec)
         prob = benchlib.make_problem(p.n, p.k, p.m, p.bs, p.density, p.dtype)
         with threadpool_limits(limits=p.threads, user_api="blas"):
-            method, t = fastest_dense(p.variant, p.pass_, prob, p.bs, timing)
+            method, t = fastest_dense(p.variant, p.dense_pass, prob, p.bs, timing)
         results.append({"point": spec, "seconds": t.seconds, "samples": t.samples,
                         "inner": t.inner, "method": method})
         print(f"  dense {p.variant} {p.pass_} n={p.n} k={p.k} m={p.m} threads={p.threads}: "
@@ -279,9 +282,10 @@ def condnn_call(p: Point, prob: benchlib.Problem) -> Callable[[], object]:
     amask = prob.amask if p.variant in ("ss", "sf") else None
     omask = prob.omask if p.variant in ("ss", "fs") else None
     a, b, c, g, bs = prob.a, prob.b, prob.c, prob.grad_out, p.bs
-    if p.pass_ == "fwd":
+    if p.pass_ in ("fwd", "fwd-blocks"):
         out = np.empty((p.n, p.m), a.dtype)
-        return lambda: condnn.sparse_dot(a, amask, b, omask, c, bs, out=out)
+        weights = condnn.BlockWeights(b, bs) if p.pass_ == "fwd-blocks" else b
+        return lambda: condnn.sparse_dot(a, amask, weights, omask, c, bs, out=out)
     return lambda: condnn.sparse_dot_backward(g, a, amask, b, omask, bs)
 
 

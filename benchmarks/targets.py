@@ -84,6 +84,11 @@ def targets() -> List[Target]:
     bwd = point(pass_="bwd")
     result.append(Target("ss bs64 d0.25 backward (da and db) vs dense backward", (bwd,),
                          _speedup(bwd), 4.0, "x dense"))
+    for density in (0.25, 0.1):
+        p = point(density=density, pass_="fwd-blocks")
+        result.append(Target(f"ss bs64 d{density} forward, b as BlockWeights (not a target of "
+                             f"its own: the goal of the plain matrix)", (p,), _speedup(p),
+                             8.0 if density == 0.25 else 25.0, "x dense"))
     two = point(threads=2)
     result.append(Target("ss bs64 d0.25 forward, 2 threads vs 1", (two, ss64),
                          _throughput_ratio(two, ss64), 1.8, "x 1-thread GFLOP/s"))

@@ -111,8 +111,8 @@ cdef struct Cut:
 
 cdef struct Weights:
     # Where the weights of block pair (p, j) are: at p * between_p + j * between_j, with
-    # rows sb0 and columns sb1 apart inside the block.  ``blocked``: each block is already
-    # contiguous (a BlockWeights layout), so it is never packed.
+    # rows sb0 and columns sb1 apart inside the block.  ``blocked``: the blocks are
+    # contiguous already (a BlockWeights layout), so they are never packed.
     ptrdiff_t sb0
     ptrdiff_t sb1
     ptrdiff_t between_p
@@ -412,18 +412,18 @@ cdef _run_product(cnp.ndarray a, in_mask, cnp.ndarray b, ptrdiff_t sb0, ptrdiff_
                   out_mask, c, int block_size, cnp.ndarray out, bint blocked=False):
     """out = (a @ b + c) under in_mask (blocks of a's columns) and out_mask (of out's).
 
-    b is a (k, m) matrix with strides (sb0, sb1), or with ``blocked`` the (ceil(k / bs),
-    ceil(m / bs), bs, bs) contiguous blocks of one (a BlockWeights layout), unmasked
-    dimensions then being cut at the block size too."""
+    b is a (k, m) matrix with strides (sb0, sb1), or with ``blocked`` the contiguous
+    (ceil(m / bs), k, bs) column slabs of one (a BlockWeights layout), an unmasked output
+    dimension then being cut at the block size too."""
     cdef Py_ssize_t n = a.shape[0]
-    cdef int unmasked_width = block_size if blocked else UNMASKED_WIDTH
-    cdef Cut kin = _cut(in_mask, a.shape[1], block_size, unmasked_width)
-    cdef Cut nout = _cut(out_mask, out.shape[1], block_size, unmasked_width)
+    cdef Cut kin = _cut(in_mask, a.shape[1], block_size)
+    cdef Cut nout = _cut(out_mask, out.shape[1], block_size,
+                         block_size if blocked else UNMASKED_WIDTH)
     cdef Weights w = _strided(sb0, sb1, &kin, &nout)
     if blocked:
         w.sb0, w.sb1 = block_size, 1
-        w.between_j = <ptrdiff_t>block_size * block_size
-        w.between_p = nout.count * w.between_j
+        w.between_p = <ptrdiff_t>kin.width * block_size
+        w.between_j = <ptrdiff_t>a.shape[1] * block_size
         w.blocked = True
     cdef int nthreads = _threads_for(n, kin.size, nout.size, nout.count)
     cdef _Workspace work = _Workspace(n, kin.width, nout.width, a.itemsize, nthreads, False)
@@ -454,8 +454,8 @@ def forward(cnp.ndarray a, amask, cnp.ndarray b, omask, c, int block_size, cnp.n
 
 def forward_blocked(cnp.ndarray a, amask, cnp.ndarray blocks, omask, c, int block_size,
                     cnp.ndarray out):
-    """:func:`forward` with the weights given as the contiguous (ceil(k / bs),
-    ceil(m / bs), bs, bs) blocks of a :class:`condnn.BlockWeights`."""
+    """:func:`forward` with the weights given as the contiguous (ceil(m / bs), k, bs)
+    column slabs of a :class:`condnn.BlockWeights`."""
     _run_product(a, amask, blocks, 0, 0, omask, c, block_size, out, True)
 
 
@@ -486,7 +486,7 @@ def forward_common(a, amask, b, omask, c, block_size, Py_ssize_t blocked_k=-1,
     batch 1 the Python checks cost more than the product): plain float32 or float64
     ndarrays of one dtype, a's rows unit-stride, c None or (m,), at least one mask, every
     mask None or a C-contiguous bool, uint8 or int8 array of 0/1 of the right shape, and
-    no ``out``.  With ``blocked_k`` and ``blocked_m`` >= 0, b is the blocks array of a
+    no ``out``.  With ``blocked_k`` and ``blocked_m`` >= 0, b is the slabs array of a
     BlockWeights of shape (blocked_k, blocked_m) stored at this block size.  Returns the new (n, m) result, or None
     when the arguments are anything else: :func:`condnn.sparse.sparse_dot` then checks
     them in full and names what is wrong."""
@@ -499,17 +499,15 @@ def forward_common(a, amask, b, omask, c, block_size, Py_ssize_t blocked_k=-1,
         return None
     cdef bint blocked = blocked_k >= 0 and blocked_m >= 0
     if not _is_float_matrix(a, typenum, 2) or not _is_float_matrix(b, typenum,
-                                                                   4 if blocked else 2):
+                                                                   3 if blocked else 2):
         return None
     cdef cnp.ndarray aa = <cnp.ndarray>a, bb = <cnp.ndarray>b
     cdef Py_ssize_t n = aa.shape[0], k = aa.shape[1]
     cdef Py_ssize_t m = blocked_m if blocked else bb.shape[1]
     if blocked:
         if not (k == blocked_k and cnp.PyArray_IS_C_CONTIGUOUS(bb)
-                and bb.shape[2] == block_size
-                and bb.shape[3] == block_size
-                and bb.shape[0] == (k + block_size - 1) // block_size
-                and bb.shape[1] == (m + block_size - 1) // block_size):
+                and bb.shape[0] == (m + block_size - 1) // block_size
+                and bb.shape[1] == k and bb.shape[2] == block_size):
             return None
     elif bb.shape[0] != k:
         return None

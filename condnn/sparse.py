@@ -149,7 +149,7 @@ def _into(out: Optional[np.ndarray], target: np.ndarray) -> np.ndarray:
 def _sparse_dot_blocked(a, amask, b: BlockWeights, omask, c, block_size, out):
     """:func:`sparse_dot` with b stored block by block."""
     if out is None:
-        y = _sparse.forward_common(a, amask, b.blocks, omask, c, block_size, *b.shape)
+        y = _sparse.forward_common(a, amask, b.slabs, omask, c, block_size, *b.shape)
         if y is not None:
             return y
     a, amask, omask, c = map(_as_plain, (a, amask, omask, c))
@@ -163,7 +163,7 @@ def _sparse_dot_blocked(a, amask, b: BlockWeights, omask, c, block_size, out):
     target = out if out is not None and out.strides[1] == out.itemsize \
         and out.strides[0] >= 0 else np.empty((n, m), dtype=a.dtype)
     if n and m:
-        _sparse.forward_blocked(_kernel_operand(a), amask, b.blocks, omask, c, block_size,
+        _sparse.forward_blocked(_kernel_operand(a), amask, b.slabs, omask, c, block_size,
                                 target)
     return _into(out, target)
 

@@ -16,10 +16,12 @@ def test_layout_and_round_trip(k, m, bs, dtype):
     b = np.random.default_rng(0).standard_normal((k, m)).astype(dtype)
     w = BlockWeights(b.T.copy().T, bs)           # any layout is accepted
     assert w.shape == (k, m) and w.dtype == dtype and w.block_size == bs
-    assert w.blocks.shape == (-(-k // bs), -(-m // bs), bs, bs)
-    assert w.blocks.flags.c_contiguous and not w.blocks.flags.writeable
+    assert w.slabs.shape == (-(-m // bs), k, bs)
+    assert w.slabs.flags.c_contiguous and not w.slabs.flags.writeable
     assert np.array_equal(w.to_array(), b)
-    assert np.array_equal(w.blocks[0, 0], np.pad(b, ((0, bs), (0, bs)))[:bs, :bs])
+    last = w.slabs[-1]                           # the last slab, zero-padded
+    width = m - (len(w.slabs) - 1) * bs
+    assert np.array_equal(last[:, :width], b[:, m - width:]) and not last[:, width:].any()
     b[0, 0] += 1                                 # a copy: later changes do not reach it
     assert w.to_array()[0, 0] != b[0, 0]
 
