@@ -344,16 +344,16 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
         return
     p = _next_pair(kin, nout, by_block, -1, j, s.rows, nrows_j, s.pairs, &count, &rows)
     while p < kin.count:
-        # Find the next pair that has rows and, if this pair has more than a tile of rows
-        # to compute meanwhile, start fetching its weights now, so that memory works while
-        # this pair computes.  Pairs without rows are skipped: at small batches most are
-        # empty.  (With a tile or less, the prefetches only delayed this pair's own loads:
-        # 15% slower at batch 1.  The rows of a are fewer and come from the outer caches:
-        # fetching them too measured no faster.)
+        # Find the next pair that has rows and, unless output block j has a tile of rows or
+        # less, start fetching its weights now, so that memory works while this pair
+        # computes.  Pairs without rows are skipped: at small batches most are empty.  (At
+        # batch 1 the prefetches only delayed the pair's own loads: 15% slower.  The rows
+        # of a are fewer and come from the outer caches: fetching them too measured no
+        # faster.)
         following = _next_pair(kin, nout, by_block, p, j, s.rows, nrows_j,
                                s.pairs + n * (1 - (rows == s.pairs + n)), &next_count,
                                &next_rows)
-        if following < kin.count and count > CONDNN_MR:
+        if following < kin.count and nrows_j > CONDNN_MR:
             next_block = b + following * w.between_p + j * w.between_j
             if sb1 == 1:
                 for q in range(_extent(kin, following)):
