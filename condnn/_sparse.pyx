@@ -5,10 +5,10 @@ Every function here but :func:`forward_common` trusts its caller, :mod:`condnn.s
 have validated shapes, dtypes, masks and strides: bounds checks are off.
 
 The work is split over output column blocks, one block per task.  For block j, the rows
-where it is on are processed in groups: their outputs accumulate in a contiguous panel
-(so that output rows a power-of-two stride apart do not evict each other from the cache),
-and for each input block p, the rows where p is on too are gathered and multiplied by the
-(p, j) block of the weights, packed once.  Each output element is computed by one thread in
+where it is on are listed once; then for each input block p, the rows where p is on too
+are multiplied by the (p, j) block of the weights (packed once when several tiles of rows
+use it, unless the weights are stored block by block already), while the weights of the
+next pair that has rows are prefetched.  Each output element is computed by one thread in
 a fixed order of operations, so results are bitwise the same whatever the thread count.
 
 A dimension that has no mask is cut into fixed-width chunks and treated as a masked
