@@ -117,3 +117,12 @@ def test_too_large_validation_set_is_an_error(tmp_path):
 
 def test_default_config_is_valid():
     assert TrainConfig().check().model == "condnet"
+
+
+def test_models_are_trained_on_centred_inputs(tmp_path):
+    # The trainer gives the model its training examples' mean input, which the checkpoint
+    # keeps: a model loaded later centres its inputs the same way.
+    result = train(small_config(tmp_path, epochs=1), echo=None, data=DATA)
+    model = condnn.load(result.best_path).model
+    np.testing.assert_allclose(model.input_mean, result.split.x_train.mean(axis=0),
+                               rtol=1e-5, atol=1e-6)

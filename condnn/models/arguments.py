@@ -1,5 +1,5 @@
 """Checks of the constructor arguments that the block models share."""
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Optional
 
 import numpy as np
 
@@ -24,6 +24,28 @@ def check_hidden_blocks(hidden: Any) -> List[List[int]]:
                          f"sparse product gates input and output with one block size), got "
                          f"{sorted(sizes)}")
     return pairs
+
+
+def check_input_mean(input_mean: Any, n_in: int, dtype) -> Optional[np.ndarray]:
+    """None, or ``input_mean`` as a finite (n_in,) array of ``dtype``: the mean input that
+    a model subtracts from its inputs (centred inputs train much better than, say, images
+    of mostly 1s)."""
+    if input_mean is None:
+        return None
+    mean = np.asarray(input_mean, dtype=np.float64)
+    if mean.shape != (n_in,) or not np.isfinite(mean).all():
+        raise ValueError(f"input_mean must be None or {n_in} finite numbers (n_in), got "
+                         f"shape {mean.shape}")
+    return mean.astype(dtype)
+
+
+def centered(x: Any, input_mean: Optional[np.ndarray]) -> Any:
+    """x minus the model's mean input (x itself when there is none, or when x is not an
+    array: the first layer then says what is wrong with it)."""
+    if input_mean is None or not isinstance(x, np.ndarray) or x.ndim != 2 \
+            or x.shape[1] != input_mean.shape[0] or x.dtype != input_mean.dtype:
+        return x
+    return x - input_mean
 
 
 def per_layer(name: str, value: Any, n_layers: int,

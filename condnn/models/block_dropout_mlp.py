@@ -9,7 +9,8 @@ from condnn.layers.block_dropout import BlockDropout
 from condnn.layers.block_sparse_dense import BlockSparseDense
 from condnn.layers.policy_regularizers import PolicyPenalty
 from condnn.model import Model
-from condnn.models.arguments import check_hidden_blocks, open_unit, per_layer
+from condnn.models.arguments import (centered, check_hidden_blocks, check_input_mean,
+                                    open_unit, per_layer)
 from condnn.models.trace import Product, Trace, check_execution, hidden_layer
 
 
@@ -28,18 +29,21 @@ class BlockDropoutMLP(Model):
         keep_rate: the probability of keeping a block, one number or one per layer.
         seed: seeds the weights and the masks.
         dtype: "float32" or "float64".
+        input_mean: None, or the mean input (n_in numbers) that the model subtracts from
+            every input; ``condnn train`` passes the training set's.
     """
 
     def __init__(self, n_in: int = 784, n_classes: int = 10,
                  hidden: Sequence[Sequence[int]] = ((48, 64), (48, 64)),
                  keep_rate: Union[float, Sequence[float]] = 0.15, seed: int = 0,
-                 dtype: str = "float32") -> None:
+                 dtype: str = "float32", input_mean: Optional[Sequence[float]] = None) -> None:
         self.n_in = check_size("n_in", n_in)
         self.n_classes = check_size("n_classes", n_classes)
         self.hidden = check_hidden_blocks(hidden)
         self.block_size = self.hidden[0][1]
         self.keep_rates = per_layer("keep_rate", keep_rate, len(self.hidden), open_unit)
         dtype = float_dtype(dtype)
+        self.input_mean = check_input_mean(input_mean, self.n_in, dtype)
         weights_seed, mask_seed = np.random.SeedSequence(seed).spawn(2)
         rng = np.random.default_rng(weights_seed)
         self.mask_rng = np.random.default_rng(mask_seed)
@@ -80,7 +84,7 @@ class BlockDropoutMLP(Model):
             raise ValueError(f"masks must hold one mask per hidden layer "
                              f"({len(self.hidden)}), got {len(masks)}")
         sparse = execution == "sparse"
-        h, prev_mask, steps = x, None, []
+        h, prev_mask, steps = centered(x, self.input_mean), None, []
         out_masks: List[Optional[np.ndarray]] = []
         for index, (fc, drop) in enumerate(zip(self.fcs, self.drops)):
             mask = None

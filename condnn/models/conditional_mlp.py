@@ -10,7 +10,8 @@ from condnn.layers.dropout import Dropout
 from condnn.layers.policy_gate import PolicyGate, check_mode
 from condnn.layers.policy_regularizers import PolicyPenalty
 from condnn.model import Model
-from condnn.models.arguments import check_hidden_blocks, open_unit, per_layer
+from condnn.models.arguments import (centered, check_hidden_blocks, check_input_mean,
+                                    open_unit, per_layer)
 from condnn.models.trace import Product, Trace, check_execution, hidden_layer
 
 Numbers = Union[float, Sequence[float]]
@@ -45,6 +46,8 @@ class ConditionalMLP(Model):
             units inside the active blocks, the inactive ones being 0 already.
         seed: seeds the weights, the policies' sampling and the dropout.
         dtype: "float32" or "float64".
+        input_mean: None, or the mean input (n_in numbers) that the model subtracts from
+            every input; ``condnn train`` passes the training set's.
 
     Parameters: ``fc<l>/W`` (n_{l-1}, B_l bs), ``fc<l>/b``, ``out/W``, ``out/b``, and the
     policy's ``policy<l>/Z`` (n_{l-1}, B_l), ``policy<l>/d`` (B_l,).
@@ -59,7 +62,8 @@ class ConditionalMLP(Model):
     def __init__(self, n_in: int = 784, n_classes: int = 10,
                  hidden: Sequence[Sequence[int]] = ((48, 64), (48, 64)), tau: Numbers = 0.15,
                  eps: float = 0.01, mode: str = "threshold", policy_init_scale: float = 5.0,
-                 dropout: float = 0.0, seed: int = 0, dtype: str = "float32") -> None:
+                 dropout: float = 0.0, seed: int = 0, dtype: str = "float32",
+                 input_mean: Optional[Sequence[float]] = None) -> None:
         self.n_in = check_size("n_in", n_in)
         self.n_classes = check_size("n_classes", n_classes)
         self.hidden = check_hidden_blocks(hidden)
@@ -67,6 +71,7 @@ class ConditionalMLP(Model):
         self.taus = per_layer("tau", tau, len(self.hidden), open_unit)
         self.mode = check_mode(mode)
         dtype = float_dtype(dtype)
+        self.input_mean = check_input_mean(input_mean, self.n_in, dtype)
         weights_seed, dropout_seed, *gate_seeds = np.random.SeedSequence(seed).spawn(
             2 + len(self.hidden))
         rng = np.random.default_rng(weights_seed)
@@ -119,7 +124,7 @@ class ConditionalMLP(Model):
         Args:
             x: (N, n_in) examples, a few hundred or more (the quantiles need them).
         """
-        h, prev_mask = x, None
+        h, prev_mask = centered(x, self.input_mean), None
         for fc, gate in zip(self.fcs, self.gates):
             z = h @ gate.params["Z"]
             # The (1 - tau) quantile of each column: a fraction tau of z + d lies above 0.
@@ -148,7 +153,7 @@ class ConditionalMLP(Model):
             raise ValueError(f"masks must hold one mask per hidden layer "
                              f"({len(self.hidden)}), got {len(masks)}")
         sparse = execution == "sparse"
-        h, prev_mask = x, None
+        h, prev_mask = centered(x, self.input_mean), None
         layer_outputs, fc_backprops, gate_backprops, drop_backprops = [], [], [], []
         out_masks: List[Optional[np.ndarray]] = []
         probs: List[Optional[np.ndarray]] = []

@@ -9,6 +9,7 @@ from condnn.layers.dense import Dense
 from condnn.layers.dropout import Dropout, check_rate
 from condnn.layers.policy_regularizers import PolicyPenalty
 from condnn.model import Model
+from condnn.models.arguments import centered, check_input_mean
 from condnn.models.trace import Product, Trace, check_execution
 
 
@@ -26,13 +27,15 @@ class DenseMLP(Model):
         dropout: dropout rate after each hidden layer while training.
         seed: seeds the weights and the dropout masks.
         dtype: "float32" or "float64".
+        input_mean: None, or the mean input (n_in numbers) that the model subtracts from
+            every input; ``condnn train`` passes the training set's.
 
     Parameters: ``fc<l>/W``, ``fc<l>/b``, ``out/W``, ``out/b``.
     """
 
     def __init__(self, n_in: int = 784, n_classes: int = 10,
                  hidden: Sequence[int] = (1024, 1024), dropout: float = 0.2, seed: int = 0,
-                 dtype: str = "float32") -> None:
+                 dtype: str = "float32", input_mean: Optional[Sequence[float]] = None) -> None:
         self.n_in = check_size("n_in", n_in)
         self.n_classes = check_size("n_classes", n_classes)
         if isinstance(hidden, (int, str)) or not hidden:
@@ -40,6 +43,7 @@ class DenseMLP(Model):
         self.hidden = [check_size("hidden width", w) for w in hidden]
         self.dropout = check_rate("dropout", dropout, low_open=False, high_open=True)
         dtype = float_dtype(dtype)
+        self.input_mean = check_input_mean(input_mean, self.n_in, dtype)
         weights_seed, dropout_seed = np.random.SeedSequence(seed).spawn(2)
         rng = np.random.default_rng(weights_seed)
         self.drop_rng = np.random.default_rng(dropout_seed)
@@ -72,7 +76,7 @@ class DenseMLP(Model):
         check_execution(execution)
         if masks:
             raise ValueError("DenseMLP has no gated layers: masks must be None")
-        h, backprops = x, []
+        h, backprops = centered(x, self.input_mean), []
         for fc, drop in zip(self.fcs, self.drops):
             y, fc_backprop = fc(h, train)
             np.maximum(y, 0, out=y)     # in place: Dense's backprop keeps its input, not y

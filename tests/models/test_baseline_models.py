@@ -63,3 +63,29 @@ def test_bad_arguments_are_named():
         DenseMLP(hidden=[])
     with pytest.raises(ValueError, match="keep_rate"):
         BlockDropoutMLP(keep_rate=0.0)
+
+
+@pytest.mark.parametrize("make", [
+    lambda mean: DenseMLP(n_in=6, n_classes=3, hidden=[5], dropout=0.0, input_mean=mean),
+    lambda mean: BlockDropoutMLP(n_in=6, n_classes=3, hidden=[[2, 4]], keep_rate=0.5,
+                                 input_mean=mean),
+    lambda mean: condnn.models.ConditionalMLP(n_in=6, n_classes=3, hidden=[[2, 4]],
+                                              tau=0.5, input_mean=mean),
+])
+def test_input_mean_is_subtracted_from_every_input(make):
+    rng = np.random.default_rng(0)
+    x = rng.random((7, 6), dtype=np.float32)
+    mean = rng.random(6)
+    centred, plain = make(list(mean)), make(None)
+    masks = None if isinstance(plain, DenseMLP) else [np.ones((7, 2), np.uint8)]
+    np.testing.assert_allclose(
+        centred.trace(x, False, masks=masks).logits,
+        plain.trace((x - mean).astype(np.float32), False, masks=masks).logits, rtol=1e-5,
+        atol=1e-6)
+
+
+def test_input_mean_is_checked():
+    with pytest.raises(ValueError, match=r"input_mean must be None or 6 finite numbers"):
+        DenseMLP(n_in=6, n_classes=3, hidden=[5], input_mean=[0.0] * 5)
+    with pytest.raises(ValueError, match="finite"):
+        DenseMLP(n_in=6, n_classes=3, hidden=[5], input_mean=[np.nan] * 6)
