@@ -480,14 +480,13 @@ cdef bint _is_common_mask(mask, Py_ssize_t rows, Py_ssize_t size, int block_size
             and cnp.PyArray_IS_C_CONTIGUOUS(m) and is_binary(m))
 
 
-def forward_common(a, amask, b, omask, c, block_size, Py_ssize_t blocked_k=-1,
-                   Py_ssize_t blocked_m=-1):
+def forward_common(a, amask, b, omask, c, block_size, Py_ssize_t blocked_m=-1):
     """The masked product for the common case of arguments, checked here at C speed (at
     batch 1 the Python checks cost more than the product): plain float32 or float64
     ndarrays of one dtype, a's rows unit-stride, c None or (m,), at least one mask, every
     mask None or a C-contiguous bool, uint8 or int8 array of 0/1 of the right shape, and
-    no ``out``.  With ``blocked_k`` and ``blocked_m`` >= 0, b is the slabs array of a
-    BlockWeights of shape (blocked_k, blocked_m) stored at this block size.  Returns the new (n, m) result, or None
+    no ``out``.  With ``blocked_m`` >= 0, b is the (ceil(m / bs), k, bs) slabs array of a
+    BlockWeights of m = blocked_m columns stored at this block size.  Returns the new (n, m) result, or None
     when the arguments are anything else: :func:`condnn.sparse.sparse_dot` then checks
     them in full and names what is wrong."""
     if type(block_size) is not int or block_size < 1 or (amask is None and omask is None):
@@ -497,7 +496,7 @@ def forward_common(a, amask, b, omask, c, block_size, Py_ssize_t blocked_k=-1,
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>a)
     if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
         return None
-    cdef bint blocked = blocked_k >= 0 and blocked_m >= 0
+    cdef bint blocked = blocked_m >= 0
     if not _is_float_matrix(a, typenum, 2) or not _is_float_matrix(b, typenum,
                                                                    3 if blocked else 2):
         return None
@@ -505,8 +504,7 @@ def forward_common(a, amask, b, omask, c, block_size, Py_ssize_t blocked_k=-1,
     cdef Py_ssize_t n = aa.shape[0], k = aa.shape[1]
     cdef Py_ssize_t m = blocked_m if blocked else bb.shape[1]
     if blocked:
-        if not (k == blocked_k and cnp.PyArray_IS_C_CONTIGUOUS(bb)
-                and bb.shape[0] == (m + block_size - 1) // block_size
+        if not (cnp.PyArray_IS_C_CONTIGUOUS(bb) and bb.shape[0] == (m + block_size - 1) // block_size
                 and bb.shape[1] == k and bb.shape[2] == block_size):
             return None
     elif bb.shape[0] != k:

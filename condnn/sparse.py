@@ -113,19 +113,27 @@ def sparse_dot(a: np.ndarray, amask: Optional[np.ndarray], b: np.ndarray,
         array([[2., 2., 0., 0.],
                [0., 0., 2., 2.]], dtype=float32)
     """
-    if isinstance(b, BlockWeights):
-        return _sparse_dot_blocked(a, amask, b, omask, c, block_size, out)
+    # b stored block by block: its slabs go to the kernels, a stand-in of its shape and
+    # dtype to the checks, and every product (masks or not) to the block-sparse kernel.
+    blocked = isinstance(b, BlockWeights)
+    weights = b.slabs if blocked else b
     if out is None:
-        y = _sparse.forward_common(a, amask, b, omask, c, block_size)
+        y = _sparse.forward_common(a, amask, weights, omask, c, block_size,
+                                   b.shape[1] if blocked else -1)
         if y is not None:
             return y
-    a, amask, b, omask, c = map(_as_plain, (a, amask, b, omask, c))
-    n, k, m, block_size = _checks.check_forward(a, amask, b, omask, c, block_size, out,
-                                                _checks.NUMPY)
+    a, amask, omask, c = map(_as_plain, (a, amask, omask, c))
+    if not blocked:
+        b = weights = _as_plain(b)
+    n, k, m, block_size = _checks.check_forward(a, amask, b.stand_in if blocked else b,
+                                                omask, c, block_size, out, _checks.NUMPY)
+    if blocked and block_size != b.block_size:
+        raise ValueError(f"block_size {block_size} is not the block size {b.block_size} "
+                         f"that b (a BlockWeights) was stored with")
     amask = _binary_mask("amask", amask)
     omask = _binary_mask("omask", omask)
 
-    if amask is None and omask is None:
+    if amask is None and omask is None and not blocked:
         y = np.matmul(a, b, out=out)
         if c is not None:
             y += c
@@ -134,38 +142,12 @@ def sparse_dot(a: np.ndarray, amask: Optional[np.ndarray], b: np.ndarray,
     target = out if out is not None and out.strides[1] == out.itemsize \
         and out.strides[0] >= 0 else np.empty((n, m), dtype=a.dtype)
     if n and m:
-        _sparse.forward(_kernel_operand(a), amask, b, omask, c, block_size, target)
-    return _into(out, target)
-
-
-def _into(out: Optional[np.ndarray], target: np.ndarray) -> np.ndarray:
-    """The result in ``out`` when one was given (copied there if computed elsewhere)."""
+        kernel = _sparse.forward_blocked if blocked else _sparse.forward
+        kernel(_kernel_operand(a), amask, weights, omask, c, block_size, target)
     if out is not None and target is not out:
         out[...] = target
         return out
     return target
-
-
-def _sparse_dot_blocked(a, amask, b: BlockWeights, omask, c, block_size, out):
-    """:func:`sparse_dot` with b stored block by block."""
-    if out is None:
-        y = _sparse.forward_common(a, amask, b.slabs, omask, c, block_size, *b.shape)
-        if y is not None:
-            return y
-    a, amask, omask, c = map(_as_plain, (a, amask, omask, c))
-    n, k, m, block_size = _checks.check_forward(a, amask, b.stand_in, omask, c, block_size,
-                                                out, _checks.NUMPY)
-    if block_size != b.block_size:
-        raise ValueError(f"block_size {block_size} is not the block size {b.block_size} "
-                         f"that b (a BlockWeights) was stored with")
-    amask = _binary_mask("amask", amask)
-    omask = _binary_mask("omask", omask)
-    target = out if out is not None and out.strides[1] == out.itemsize \
-        and out.strides[0] >= 0 else np.empty((n, m), dtype=a.dtype)
-    if n and m:
-        _sparse.forward_blocked(_kernel_operand(a), amask, b.slabs, omask, c, block_size,
-                                target)
-    return _into(out, target)
 
 
 def sparse_dot_backward(grad_out: np.ndarray, a: np.ndarray, amask: Optional[np.ndarray],

@@ -70,8 +70,8 @@ def test_block_weights_of_another_shape_are_left_to_the_checked_path():
     w = condnn.BlockWeights(np.ones((8, 12), np.float32), 4)
     a = np.ones((3, 8), np.float32)
     omask = np.ones((3, 3), np.uint8)
-    assert _sparse.forward_common(a, None, w.slabs, omask, None, 4, 8, 12) is not None
+    assert _sparse.forward_common(a, None, w.slabs, omask, None, 4, 12) is not None
     # Same number of blocks, other sizes: the padding must not be read as weights.
-    assert _sparse.forward_common(a[:, :7], None, w.slabs, omask, None, 4, 8, 12) is None
-    assert _sparse.forward_common(a, None, w.slabs, omask[:, :2], None, 4, 8, 11) is None
-    assert _sparse.forward_common(a, None, w.slabs, omask, None, 2, 8, 12) is None
+    assert _sparse.forward_common(a[:, :7], None, w.slabs, omask, None, 4, 12) is None
+    assert _sparse.forward_common(a, None, w.slabs, omask[:, :2], None, 4, 11) is None
+    assert _sparse.forward_common(a, None, w.slabs, omask, None, 2, 12) is None

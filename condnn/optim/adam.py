@@ -38,8 +38,8 @@ class Adam(Optimizer):
         if _kernels.applies(param, grad, m, v):
             # One pass over memory instead of ten; it also sets grad to 0.
             _kernels.adam_update(param, grad, m, v, beta1, beta2, hyper["eps"],
-                                     lr / (1 - beta1 ** t), 1 / np.sqrt(1 - beta2 ** t),
-                                     get_num_threads())
+                                 lr / (1 - beta1 ** t), 1 / np.sqrt(1 - beta2 ** t),
+                                 get_num_threads())
             return True
         scalar = param.dtype.type
         m *= scalar(beta1)

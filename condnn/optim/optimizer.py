@@ -30,6 +30,7 @@ import numpy as np
 
 from condnn.layers.base import Layer
 from condnn.optim.clipping import clip_grad_norm
+from condnn.optim.kernels import add_scaled
 from condnn.optim.schedules import Constant
 
 LearningRate = Callable[[int], float]
@@ -164,7 +165,7 @@ class Optimizer:
                 if decay and hyper["decoupled"]:
                     param *= param.dtype.type(1 - lr * decay)
                 elif decay:
-                    grad += param.dtype.type(decay) * param
+                    add_scaled(grad, decay, param)
                 zeroed = self.update(param, grad, self.slots.get(path, {}), hyper, lr,
                                      self.step_count + 1)
                 if not zeroed:
