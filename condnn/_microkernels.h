@@ -26,9 +26,48 @@ CONDNN_INLINE void condnn_prefetch(const void *p, size_t bytes) {
     for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch((const char *)p + off, 0, 3);
 }
 
-/* The same into the outer caches only: for data needed after the current block's work. */
-CONDNN_INLINE void condnn_prefetch_later(const void *p, size_t bytes) {
-    for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch((const char *)p + off, 0, 1);
+/*
+ * The cache lines of the block of weights needed next, fetched into the outer caches one
+ * per step of the micro-kernels' inner loop, so that the fetches are spread over the
+ * arithmetic.  Issued all at once before the arithmetic, a block's 256 or more prefetches
+ * stall the core while they wait for room in the load queue: at batch 1024, density 0.1
+ * and 64x64 blocks, spreading them made the product 1.5x faster.  Fields: the row being
+ * fetched, the bytes between rows, the next line of that row and the lines per row, and
+ * the rows left (0: nothing to fetch).
+ */
+typedef struct {
+    const char *row;
+    ptrdiff_t stride;
+    int line, lines, rows;
+} condnn_stream;
+
+/* Starts fetching rows x bytes of memory laid out stride bytes apart. */
+CONDNN_INLINE void condnn_stream_start(condnn_stream *s, const void *p, ptrdiff_t stride,
+                                       int rows, size_t bytes) {
+    size_t misalignment = (size_t)p & 63;
+    s->row = (const char *)p - misalignment;
+    s->stride = stride;
+    s->line = 0;
+    s->lines = (int)((misalignment + bytes + 63) / 64);
+    s->rows = rows;
+}
+
+CONDNN_INLINE void condnn_stream_step(condnn_stream *s) {
+    if (s->rows > 0) {
+        __builtin_prefetch(s->row + 64 * s->line, 0, 1);
+        if (++s->line == s->lines) {
+            s->line = 0;
+            s->row += s->stride;
+            s->rows--;
+        }
+    }
+}
+
+/* Issues whatever the arithmetic left unfetched. */
+CONDNN_INLINE void condnn_stream_finish(condnn_stream *s) {
+    for (; s->rows > 0; s->rows--, s->row += s->stride, s->line = 0)
+        for (int line = s->line; line < s->lines; line++)
+            __builtin_prefetch(s->row + 64 * line, 0, 1);
 }
 
 /* Rows ahead that are prefetched when rows are gathered or a block is packed. */

@@ -30,13 +30,17 @@ cdef extern from "_microkernels.h" nogil:
     int CONDNN_MR
     int CONDNN_PREFETCH_AHEAD
     void condnn_prefetch(const void *p, size_t nbytes)
-    void condnn_prefetch_later(const void *p, size_t nbytes)
+    ctypedef struct condnn_stream:
+        int rows
+    void condnn_stream_start(condnn_stream *s, const void *p, ptrdiff_t stride, int rows,
+                             size_t nbytes)
+    void condnn_stream_finish(condnn_stream *s)
     void gemm_rows_f32(ptrdiff_t nrows, const float *a, ptrdiff_t lda, const ptrdiff_t *arows,
                        const float *b, ptrdiff_t ldb, int kb, int nb, float *o, ptrdiff_t ldo,
-                       const ptrdiff_t *orows)
+                       const ptrdiff_t *orows, condnn_stream *fetch)
     void gemm_rows_f64(ptrdiff_t nrows, const double *a, ptrdiff_t lda,
                        const ptrdiff_t *arows, const double *b, ptrdiff_t ldb, int kb, int nb,
-                       double *o, ptrdiff_t ldo, const ptrdiff_t *orows)
+                       double *o, ptrdiff_t ldo, const ptrdiff_t *orows, condnn_stream *fetch)
     void gemm_outer_f32(ptrdiff_t nrows, const float *a, ptrdiff_t lda, const float *g,
                         ptrdiff_t ldg, int kb, int nb, float *d, ptrdiff_t ldd)
     void gemm_outer_f64(ptrdiff_t nrows, const double *a, ptrdiff_t lda, const double *g,
@@ -257,12 +261,12 @@ cdef class _RowsByBlock:
 
 cdef inline void _gemm_rows(ptrdiff_t nrows, const floating *a, ptrdiff_t lda,
                             const ptrdiff_t *arows, const floating *b, ptrdiff_t ldb, int kb,
-                            int nb, floating *o, ptrdiff_t ldo,
-                            const ptrdiff_t *orows) noexcept nogil:
+                            int nb, floating *o, ptrdiff_t ldo, const ptrdiff_t *orows,
+                            condnn_stream *fetch) noexcept nogil:
     if floating is float:
-        gemm_rows_f32(nrows, a, lda, arows, b, ldb, kb, nb, o, ldo, orows)
+        gemm_rows_f32(nrows, a, lda, arows, b, ldb, kb, nb, o, ldo, orows, fetch)
     else:
-        gemm_rows_f64(nrows, a, lda, arows, b, ldb, kb, nb, o, ldo, orows)
+        gemm_rows_f64(nrows, a, lda, arows, b, ldb, kb, nb, o, ldo, orows, fetch)
 
 
 cdef inline void _gemm_outer(ptrdiff_t nrows, const floating *a, ptrdiff_t lda,
@@ -330,6 +334,7 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
     cdef floating *orow
     cdef floating *packed = <floating *>s.packed_b
     cdef ptrdiff_t sb0 = w.sb0, sb1 = w.sb1
+    cdef condnn_stream fetch
 
     # Inactive outputs are 0, whatever the inputs hold; active ones start at the bias.
     for i in range(n):
@@ -345,36 +350,37 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
     p = _next_pair(kin, nout, by_block, -1, j, s.rows, nrows_j, s.pairs, &count, &rows)
     while p < kin.count:
         # Find the next pair that has rows and, unless output block j has a tile of rows or
-        # less, start fetching its weights now, so that memory works while this pair
-        # computes.  Pairs without rows are skipped: at small batches most are empty.  (At
-        # batch 1 the prefetches only delayed the pair's own loads: 15% slower.  The rows
-        # of a are fewer and come from the outer caches: fetching them too measured no
-        # faster.)
+        # less, fetch its weights while this pair computes (``fetch`` is stepped by the
+        # micro-kernel; what is left is issued when it is done).  Pairs without rows are
+        # skipped: at small batches most are empty.  (At batch 1 the prefetches only delayed the pair's own loads: 15%
+        # slower.  The rows of a are fewer and come from the outer caches: fetching them
+        # too measured no faster.)
         following = _next_pair(kin, nout, by_block, p, j, s.rows, nrows_j,
                                s.pairs + n * (1 - (rows == s.pairs + n)), &next_count,
                                &next_rows)
+        fetch.rows = 0
         if following < kin.count and nrows_j > CONDNN_MR:
             next_block = b + following * w.between_p + j * w.between_j
             if sb1 == 1:
-                for q in range(_extent(kin, following)):
-                    condnn_prefetch_later(next_block + q * sb0, nb * sizeof(floating))
+                condnn_stream_start(&fetch, next_block, sb0 * sizeof(floating),
+                                    _extent(kin, following), nb * sizeof(floating))
             elif sb0 == 1:    # b read transposed (the backward pass): rows are columns
-                for col in range(nb):
-                    condnn_prefetch_later(next_block + col * sb1,
-                                          _extent(kin, following) * sizeof(floating))
+                condnn_stream_start(&fetch, next_block, sb1 * sizeof(floating), nb,
+                                    _extent(kin, following) * sizeof(floating))
         kb = _extent(kin, p)
         block = b + p * w.between_p + j * w.between_j
         if sb1 == 1 and (count <= CONDNN_MR or w.blocked):
             # A single tile of rows reads each weight once: packing would not pay.  Nor
             # does it for blocks that are contiguous already.
             _gemm_rows(count, a + <ptrdiff_t>p * kin.width, lda, rows, block, sb0, kb, nb,
-                       ocol, ldo, rows)
+                       ocol, ldo, rows, &fetch)
         else:
             # Packed, the block is contiguous: unit-stride loads however b is laid out,
             # and no cache-set conflicts between its rows.
             _pack_block(block, sb0, sb1, kb, nb, packed)
             _gemm_rows(count, a + <ptrdiff_t>p * kin.width, lda, rows, packed, nb, kb, nb,
-                       ocol, ldo, rows)
+                       ocol, ldo, rows, &fetch)
+        condnn_stream_finish(&fetch)
         p, rows, count = following, next_rows, next_count
 
 
@@ -486,9 +492,9 @@ def forward_common(a, amask, b, omask, c, block_size, Py_ssize_t blocked_m=-1):
     ndarrays of one dtype, a's rows unit-stride, c None or (m,), at least one mask, every
     mask None or a C-contiguous bool, uint8 or int8 array of 0/1 of the right shape, and
     no ``out``.  With ``blocked_m`` >= 0, b is the (ceil(m / bs), k, bs) slabs array of a
-    BlockWeights of m = blocked_m columns stored at this block size.  Returns the new (n, m) result, or None
-    when the arguments are anything else: :func:`condnn.sparse.sparse_dot` then checks
-    them in full and names what is wrong."""
+    BlockWeights of m = blocked_m columns stored at this block size.  Returns the new
+    (n, m) result, or None when the arguments are anything else:
+    :func:`condnn.sparse.sparse_dot` then checks them in full and names what is wrong."""
     if type(block_size) is not int or block_size < 1 or (amask is None and omask is None):
         return None
     if type(a) is not cnp.ndarray:
@@ -504,7 +510,8 @@ def forward_common(a, amask, b, omask, c, block_size, Py_ssize_t blocked_m=-1):
     cdef Py_ssize_t n = aa.shape[0], k = aa.shape[1]
     cdef Py_ssize_t m = blocked_m if blocked else bb.shape[1]
     if blocked:
-        if not (cnp.PyArray_IS_C_CONTIGUOUS(bb) and bb.shape[0] == (m + block_size - 1) // block_size
+        if not (cnp.PyArray_IS_C_CONTIGUOUS(bb)
+                and bb.shape[0] == (m + block_size - 1) // block_size
                 and bb.shape[1] == k and bb.shape[2] == block_size):
             return None
     elif bb.shape[0] != k:
