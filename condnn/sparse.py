@@ -177,8 +177,10 @@ def sparse_dot_backward(grad_out: np.ndarray, a: np.ndarray, amask: Optional[np.
         return grad_out @ b.T, a.T @ grad_out, grad_out.sum(axis=0)
 
     da = np.empty((n, k), dtype=a.dtype)
-    db = np.empty((k, m), dtype=a.dtype)
+    # Zeros from the allocator: a large array's pages are then mapped on first touch,
+    # and the blocks of inactive pairs (nearly all of db at batch 1) are never written.
+    db = np.zeros((k, m), dtype=a.dtype)
     dc = np.empty(m, dtype=a.dtype)
     _sparse.backward(_kernel_operand(grad_out), _kernel_operand(a), amask, b, omask,
-                     block_size, da, db, dc)
+                     block_size, da, db, dc, db_zeroed=True)
     return da, db, dc
