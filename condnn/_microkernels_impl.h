@@ -103,6 +103,60 @@ static void SUF(gemm_rows)(ptrdiff_t nrows, const REAL *a, ptrdiff_t lda,
     }
 }
 
+CONDNN_INLINE REAL SUF(hsum)(VEC v) {
+    REAL s = 0;
+    for (int i = 0; i < VLEN; i++) s += v[i];
+    return s;
+}
+
+/*
+ * As gemm_rows, with the block of weights stored transposed: element (q, c) at
+ * bt[c * ldbt + q], so that each of its columns is contiguous.  Every output is a dot
+ * product of a row of a with a column; for a few rows this beats packing the block, which
+ * would transpose it element by element (the backward pass's da at batch 1).
+ */
+static void SUF(gemm_rows_t)(ptrdiff_t nrows, const REAL *a, ptrdiff_t lda,
+                             const ptrdiff_t *arows, const REAL *bt, ptrdiff_t ldbt, int kb,
+                             int nb, REAL *o, ptrdiff_t ldo, const ptrdiff_t *orows) {
+    for (ptrdiff_t t = 0; t < nrows; t++) {
+        const REAL *ar = a + (arows ? arows[t] : t) * lda;
+        REAL *orow = o + (orows ? orows[t] : t) * ldo;
+        int c = 0;
+        for (; c + 4 <= nb; c += 4) {
+            const REAL *b0 = bt + c * ldbt, *b1 = b0 + ldbt, *b2 = b1 + ldbt, *b3 = b2 + ldbt;
+            VEC s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+            int q = 0;
+            for (; q + VLEN <= kb; q += VLEN) {
+                VEC x = SUF(loadu)(ar + q);
+                s0 += x * SUF(loadu)(b0 + q);
+                s1 += x * SUF(loadu)(b1 + q);
+                s2 += x * SUF(loadu)(b2 + q);
+                s3 += x * SUF(loadu)(b3 + q);
+            }
+            REAL r0 = SUF(hsum)(s0), r1 = SUF(hsum)(s1), r2 = SUF(hsum)(s2), r3 = SUF(hsum)(s3);
+            for (; q < kb; q++) {
+                r0 += ar[q] * b0[q];
+                r1 += ar[q] * b1[q];
+                r2 += ar[q] * b2[q];
+                r3 += ar[q] * b3[q];
+            }
+            orow[c] += r0;
+            orow[c + 1] += r1;
+            orow[c + 2] += r2;
+            orow[c + 3] += r3;
+        }
+        for (; c < nb; c++) {
+            const REAL *b0 = bt + c * ldbt;
+            VEC s0 = {0};
+            int q = 0;
+            for (; q + VLEN <= kb; q += VLEN) s0 += SUF(loadu)(ar + q) * SUF(loadu)(b0 + q);
+            REAL r0 = SUF(hsum)(s0);
+            for (; q < kb; q++) r0 += ar[q] * b0[q];
+            orow[c] += r0;
+        }
+    }
+}
+
 /*
  * d[q * ldd + c0 ..] += sum_t a[t * lda + q] * g[t * ldg + c0 ..]  for q < mq, t < nrows:
  * a tile of the weight gradient, accumulated in registers over the rows.

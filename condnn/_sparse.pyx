@@ -41,6 +41,12 @@ cdef extern from "_microkernels.h" nogil:
     void gemm_rows_f64(ptrdiff_t nrows, const double *a, ptrdiff_t lda,
                        const ptrdiff_t *arows, const double *b, ptrdiff_t ldb, int kb, int nb,
                        double *o, ptrdiff_t ldo, const ptrdiff_t *orows, condnn_stream *fetch)
+    void gemm_rows_t_f32(ptrdiff_t nrows, const float *a, ptrdiff_t lda,
+                         const ptrdiff_t *arows, const float *bt, ptrdiff_t ldbt, int kb,
+                         int nb, float *o, ptrdiff_t ldo, const ptrdiff_t *orows)
+    void gemm_rows_t_f64(ptrdiff_t nrows, const double *a, ptrdiff_t lda,
+                         const ptrdiff_t *arows, const double *bt, ptrdiff_t ldbt, int kb,
+                         int nb, double *o, ptrdiff_t ldo, const ptrdiff_t *orows)
     void gemm_outer_f32(ptrdiff_t nrows, const float *a, ptrdiff_t lda, const float *g,
                         ptrdiff_t ldg, int kb, int nb, float *d, ptrdiff_t ldd)
     void gemm_outer_f64(ptrdiff_t nrows, const double *a, ptrdiff_t lda, const double *g,
@@ -269,6 +275,16 @@ cdef inline void _gemm_rows(ptrdiff_t nrows, const floating *a, ptrdiff_t lda,
         gemm_rows_f64(nrows, a, lda, arows, b, ldb, kb, nb, o, ldo, orows, fetch)
 
 
+cdef inline void _gemm_rows_t(ptrdiff_t nrows, const floating *a, ptrdiff_t lda,
+                              const ptrdiff_t *arows, const floating *bt, ptrdiff_t ldbt,
+                              int kb, int nb, floating *o, ptrdiff_t ldo,
+                              const ptrdiff_t *orows) noexcept nogil:
+    if floating is float:
+        gemm_rows_t_f32(nrows, a, lda, arows, bt, ldbt, kb, nb, o, ldo, orows)
+    else:
+        gemm_rows_t_f64(nrows, a, lda, arows, bt, ldbt, kb, nb, o, ldo, orows)
+
+
 cdef inline void _gemm_outer(ptrdiff_t nrows, const floating *a, ptrdiff_t lda,
                              const floating *g, ptrdiff_t ldg, int kb, int nb, floating *d,
                              ptrdiff_t ldd) noexcept nogil:
@@ -374,6 +390,10 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
             # does it for blocks that are contiguous already.
             _gemm_rows(count, a + <ptrdiff_t>p * kin.width, lda, rows, block, sb0, kb, nb,
                        ocol, ldo, rows, &fetch)
+        elif sb0 == 1 and count <= CONDNN_MR:
+            # b read transposed for a few rows: dot products along its contiguous rows.
+            _gemm_rows_t(count, a + <ptrdiff_t>p * kin.width, lda, rows, block, sb1, kb, nb,
+                         ocol, ldo, rows)
         else:
             # Packed, the block is contiguous: unit-stride loads however b is laid out,
             # and no cache-set conflicts between its rows.
