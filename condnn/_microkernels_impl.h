@@ -109,6 +109,16 @@ CONDNN_INLINE REAL SUF(hsum)(VEC v) {
     return s;
 }
 
+/* sum_{q < kb} x[q] * y[q], in the vector lanes and then the tail. */
+CONDNN_INLINE REAL SUF(dot)(const REAL *x, const REAL *y, int kb) {
+    VEC acc = {0};
+    int q = 0;
+    for (; q + VLEN <= kb; q += VLEN) acc += SUF(loadu)(x + q) * SUF(loadu)(y + q);
+    REAL s = SUF(hsum)(acc);
+    for (; q < kb; q++) s += x[q] * y[q];
+    return s;
+}
+
 /*
  * As gemm_rows, with the block of weights stored transposed: element (q, c) at
  * bt[c * ldbt + q], so that each of its columns is contiguous.  Every output is a dot
@@ -122,7 +132,7 @@ static void SUF(gemm_rows_t)(ptrdiff_t nrows, const REAL *a, ptrdiff_t lda,
         const REAL *ar = a + (arows ? arows[t] : t) * lda;
         REAL *orow = o + (orows ? orows[t] : t) * ldo;
         int c = 0;
-        for (; c + 4 <= nb; c += 4) {
+        for (; c + 4 <= nb; c += 4) {    /* four columns at a time share the loads of a */
             const REAL *b0 = bt + c * ldbt, *b1 = b0 + ldbt, *b2 = b1 + ldbt, *b3 = b2 + ldbt;
             VEC s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
             int q = 0;
@@ -145,15 +155,7 @@ static void SUF(gemm_rows_t)(ptrdiff_t nrows, const REAL *a, ptrdiff_t lda,
             orow[c + 2] += r2;
             orow[c + 3] += r3;
         }
-        for (; c < nb; c++) {
-            const REAL *b0 = bt + c * ldbt;
-            VEC s0 = {0};
-            int q = 0;
-            for (; q + VLEN <= kb; q += VLEN) s0 += SUF(loadu)(ar + q) * SUF(loadu)(b0 + q);
-            REAL r0 = SUF(hsum)(s0);
-            for (; q < kb; q++) r0 += ar[q] * b0[q];
-            orow[c] += r0;
-        }
+        for (; c < nb; c++) orow[c] += SUF(dot)(ar, bt + c * ldbt, kb);
     }
 }
 

@@ -368,9 +368,9 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
         # Find the next pair that has rows and, unless output block j has a tile of rows or
         # less, fetch its weights while this pair computes (``fetch`` is stepped by the
         # micro-kernel; what is left is issued when it is done).  Pairs without rows are
-        # skipped: at small batches most are empty.  (At batch 1 the prefetches only delayed the pair's own loads: 15%
-        # slower.  The rows of a are fewer and come from the outer caches: fetching them
-        # too measured no faster.)
+        # skipped: at small batches most are empty.  (At batch 1 the prefetches only
+        # delayed the pair's own loads: 15% slower.  The rows of a are fewer and come from
+        # the outer caches: fetching them too measured no faster.)
         following = _next_pair(kin, nout, by_block, p, j, s.rows, nrows_j,
                                s.pairs + n * (1 - (rows == s.pairs + n)), &next_count,
                                &next_rows)
@@ -559,9 +559,10 @@ def forward_common(a, amask, b, omask, c, block_size, Py_ssize_t blocked_m=-1):
 cdef void _outer_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
                        const floating *g, ptrdiff_t ldg, floating *db, ptrdiff_t lddb,
                        floating *dc, const Cut *kin, const Cut *nout,
-                       const RowLists *by_block, bint db_zeroed, Scratch *s) noexcept nogil:
-    """Column block j of db = (a under Am).T @ (g under Om) and of dc = its column sums;
-    db is set to 0 first unless db_zeroed says it holds zeros already.
+                       const RowLists *by_block, Scratch *s) noexcept nogil:
+    """Column block j of db = (a under Am).T @ (g under Om), accumulated into db, which
+    holds zeros (the blocks of pairs no row uses are not written), and of dc = its column
+    sums.
 
     The rows of each block pair are gathered, ROW_GROUP at a time, into contiguous buffers:
     the kernel then reads them at unit stride, free of cache-set conflicts."""
@@ -585,9 +586,6 @@ cdef void _outer_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
     for p in range(kin.count):
         kb = _extent(kin, p)
         dblock = db + <ptrdiff_t>p * kin.width * lddb + <ptrdiff_t>j * nout.width
-        if not db_zeroed:
-            for q in range(kb):
-                memset(dblock + q * lddb, 0, nb * sizeof(floating))
         if nrows_j == 0:
             continue
         rows = _pair_rows(kin, nout, by_block, p, j, s.rows, nrows_j, s.pairs, &count)
@@ -609,20 +607,19 @@ cdef void _outer_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
 
 cdef void _outer(Py_ssize_t n, const floating *a, ptrdiff_t lda, const floating *g,
                  ptrdiff_t ldg, floating *db, ptrdiff_t lddb, floating *dc, Cut kin,
-                 Cut nout, RowLists by_block, bint db_zeroed, Scratch *scratch,
-                 int nthreads) noexcept nogil:
+                 Cut nout, RowLists by_block, Scratch *scratch, int nthreads) noexcept nogil:
     cdef int j
     for j in prange(nout.count, schedule="dynamic", num_threads=nthreads):
-        _outer_block(j, n, a, lda, g, ldg, db, lddb, dc, &kin, &nout, &by_block, db_zeroed,
+        _outer_block(j, n, a, lda, g, ldg, db, lddb, dc, &kin, &nout, &by_block,
                      &scratch[threadid()])
 
 
 def backward(cnp.ndarray g, cnp.ndarray a, amask, cnp.ndarray b, omask, int block_size,
-             cnp.ndarray da, cnp.ndarray db, cnp.ndarray dc, bint db_zeroed=False):
+             cnp.ndarray da, cnp.ndarray db, cnp.ndarray dc):
     """da, db, dc of the product, g being the gradient of its output (read under Om).
 
-    With ``db_zeroed`` the caller promises that db holds zeros (as from ``numpy.zeros``),
-    and the blocks of inactive pairs are left as they are."""
+    db must hold zeros (as from ``numpy.zeros``): the blocks of pairs that no row uses are
+    left as they are."""
     # da = (g under Om) @ b.T under Am: the same product, with b read transposed.
     _run_product(g, omask, b, _stride(b, 1), _stride(b, 0), amask, None, block_size, da)
 
@@ -641,10 +638,9 @@ def backward(cnp.ndarray g, cnp.ndarray a, amask, cnp.ndarray b, omask, int bloc
     if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
         with nogil:
             _outer[float](n, <const float *>pa, lda, <const float *>pg, ldg, <float *>pdb,
-                          lddb, <float *>pdc, kin, nout, lists, db_zeroed, work.threads,
-                          nthreads)
+                          lddb, <float *>pdc, kin, nout, lists, work.threads, nthreads)
     else:
         with nogil:
             _outer[double](n, <const double *>pa, lda, <const double *>pg, ldg,
                            <double *>pdb, lddb, <double *>pdc, kin, nout, lists,
-                           db_zeroed, work.threads, nthreads)
+                           work.threads, nthreads)

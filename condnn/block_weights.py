@@ -59,4 +59,5 @@ class BlockWeights:
         return self.slabs.nbytes
 
     def __repr__(self) -> str:
-        return f"BlockWeights(shape={self.shape}, block_size={self.block_size}, dtype={self.dtype})"
+        return (f"BlockWeights(shape={self.shape}, block_size={self.block_size}, "
+                f"dtype={self.dtype})")

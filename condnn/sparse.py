@@ -182,5 +182,5 @@ def sparse_dot_backward(grad_out: np.ndarray, a: np.ndarray, amask: Optional[np.
     db = np.zeros((k, m), dtype=a.dtype)
     dc = np.empty(m, dtype=a.dtype)
     _sparse.backward(_kernel_operand(grad_out), _kernel_operand(a), amask, b, omask,
-                     block_size, da, db, dc, db_zeroed=True)
+                     block_size, da, db, dc)
     return da, db, dc
