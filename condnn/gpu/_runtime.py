@@ -25,7 +25,7 @@ from condnn.gpu._cublas import Cublas, CublasError
 __all__ = ["available", "unavailable_reason", "runtime", "Runtime", "SOURCES"]
 
 _HERE = Path(__file__).resolve().parent
-SOURCES = ("block_sparse.cu", "masks.cu")
+SOURCES = ("block_sparse.cu", "masks.cu", "training.cu")
 
 _lock = threading.RLock()
 _reason: Optional[str] = None

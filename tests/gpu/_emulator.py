@@ -16,6 +16,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from condnn import _checks
 from condnn.gpu import _plan
 
 HERE = Path(__file__).resolve().parent
@@ -146,3 +147,21 @@ def run(plan: _plan.Plan, arrays: Dict[str, Optional[np.ndarray]]) -> EmulatorBa
     pointers = {name: (x.ctypes.data if x.size else 0) for name, x in present.items()}
     _plan.run(plan, pointers, backend)
     return backend
+
+
+class HostRuntime:
+    """Stands in for condnn.gpu's PyCUDA runtime: NumPy arrays, plans run on the emulator.
+    New arrays start as NaN (or 0xA7 bytes), as fresh device memory holds anything."""
+
+    kind = _checks.NUMPY
+
+    @staticmethod
+    def empty(shape, dtype):
+        dtype = np.dtype(dtype)
+        if dtype.kind == "f":
+            return np.full(shape, np.nan, dtype)
+        return np.full(shape, _GARBAGE, dtype)
+
+    @staticmethod
+    def run(plan, arrays):
+        run(plan, arrays)

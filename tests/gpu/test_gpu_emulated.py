@@ -21,7 +21,6 @@ from _problems import (
     make_case,
 )
 
-from condnn import _checks
 from condnn.gpu import _plan
 from condnn.gpu import sparse as gpu_sparse
 
@@ -155,34 +154,21 @@ def test_every_kernel_is_emulated():
         text = path.read_text()
         names |= set(re.findall(r"__global__ void __launch_bounds__\(\d+\) (\w+)\(", text))
         names |= set(re.findall(r"^SS_(?:FORWARD|WEIGHT_GRAD)\((\w+),", text, re.M))
-        for suffix in re.findall(r"^ELEMENTWISE\((\w+),", text, re.M):
-            names |= {f"{k}_{suffix}" for k in ("masked_copy", "mask_epilogue",
-                                                 "zero_inactive", "colsum_partial",
-                                                 "colsum_final")}
-    assert len(names) >= 20
+        # Families instantiated per dtype by a macro: NAME_##SUFFIX, then MACRO(suffix, T).
+        families = re.findall(r"__global__ void __launch_bounds__\(\d+\) (\w+)_##SUFFIX\(",
+                              text)
+        for suffix in re.findall(r"^(?:ELEMENTWISE|TRAINING)\((\w+),", text, re.M):
+            names |= {f"{family}_{suffix}" for family in families}
+    assert len(names) >= 46
     sizes = (_emulator.ctypes.c_int * 64)()
     missing = [n for n in sorted(names)
                if _emulator.library().emu_param_sizes(n.encode(), sizes, 64) < 0]
     assert not missing
 
 
-class _HostRuntime:
-    """Stands in for condnn.gpu's PyCUDA runtime: NumPy arrays, plans run on the emulator."""
-
-    kind = _checks.NUMPY
-
-    @staticmethod
-    def empty(shape, dtype):
-        return np.full(shape, np.nan, dtype)
-
-    @staticmethod
-    def run(plan, arrays):
-        _emulator.run(plan, arrays)
-
-
 def test_public_functions_through_the_emulator(monkeypatch):
     """condnn.gpu.sparse_dot and sparse_dot_backward end to end, PyCUDA aside."""
-    monkeypatch.setattr(gpu_sparse, "runtime", lambda: _HostRuntime)
+    monkeypatch.setattr(gpu_sparse, "runtime", lambda: _emulator.HostRuntime)
     case = make_case(np.random.default_rng(8), 48, 64, 96, 32, np.float32, 0.5, 0.5)
     out = np.full((case.n, case.m), np.nan, np.float32)
     got = gpu_sparse.sparse_dot(case.a, case.amask, case.b, case.omask, case.c, case.bs,

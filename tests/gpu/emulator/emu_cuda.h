@@ -41,9 +41,13 @@ inline double2 make_double2(double x, double y) { return {x, y}; }
 #define __align__(n) __attribute__((aligned(n)))
 #define __shared__ static
 
+using std::exp;
 using std::fma;
+using std::log;
 using std::max;
 using std::min;
+using std::sqrt;
+using std::tanh;
 
 namespace emu {
 

@@ -9,6 +9,7 @@
 
 #include "block_sparse.cu"
 #include "masks.cu"
+#include "training.cu"
 
 namespace {
 
@@ -34,6 +35,15 @@ const Entry kEntries[] = {
     KERNEL(zero_inactive_f64),      KERNEL(colsum_partial_f32),
     KERNEL(colsum_partial_f64),     KERNEL(colsum_final_f32),
     KERNEL(colsum_final_f64),
+
+#define TRAINING_KERNELS(S)                                                                 \
+    KERNEL(relu_inplace_##S), KERNEL(relu_grad_##S), KERNEL(add_scaled_##S),                \
+    KERNEL(dropout_##S), KERNEL(adam_update_##S), KERNEL(sgd_update_##S),                   \
+    KERNEL(policy_prob_##S), KERNEL(bernoulli_mask_##S), KERNEL(threshold_mask_##S),        \
+    KERNEL(row_mean_##S), KERNEL(softmax_xent_##S), KERNEL(xent_grad_##S),                  \
+    KERNEL(policy_grad_##S)
+    TRAINING_KERNELS(f32),
+    TRAINING_KERNELS(f64),
 };
 
 const Entry* find(const char* name) {

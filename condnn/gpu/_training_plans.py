@@ -1,0 +1,134 @@
+"""Plans of the training step's GPU operations besides the block-sparse product (the kernels
+of ``training.cu``), in the terms of :mod:`condnn.gpu._plan`.
+
+Each function takes the sizes and scalars of one call and returns a :class:`_plan.Plan`
+whose buffers are named after the arguments of the matching function of
+:mod:`condnn.gpu.training`.  Plans hold the call's scalars (a learning rate, say), so they
+are built per call, not cached: each is one to three launches.
+"""
+from typing import Optional
+
+import numpy as np
+
+from condnn.gpu._plan import Buf, Plan, Zero, RaiseIfFlagged, _Builder, _cdiv, _i32, _i64
+
+__all__ = ["relu_inplace", "relu_grad", "add_scaled", "dropout", "adam_update", "sgd_update",
+           "policy_prob", "bernoulli_mask", "threshold_mask", "softmax_xent", "xent_grad",
+           "policy_grad", "LABEL_MESSAGE"]
+
+_THREADS = 256
+_MAX_BLOCKS = 4096      # flat kernels stride over their elements beyond this many blocks
+LABEL_MESSAGE = "labels must lie in [0, classes)"
+
+
+def _flat(bld: _Builder, kernel: str, size: int, *args) -> None:
+    """A launch of the flat kernel ``<kernel>_<f32|f64>`` over ``size`` elements."""
+    if size:
+        blocks = min(_cdiv(size, _THREADS), _MAX_BLOCKS)
+        bld.launch(f"{kernel}_{bld.suffix}", (blocks, 1, 1), (_THREADS, 1, 1), *args)
+
+
+def _single(kernel: str, dtype, size: int, *args) -> Plan:
+    bld = _Builder(dtype)
+    _flat(bld, kernel, size, *args)
+    return bld.plan()
+
+
+def _scalar(dtype, value: float) -> np.number:
+    return np.dtype(dtype).type(value)
+
+
+def relu_inplace(size: int, dtype) -> Plan:
+    """x = max(x, 0)."""
+    return _single("relu_inplace", dtype, size, Buf("x"), _i64(size))
+
+
+def relu_grad(size: int, dtype) -> Plan:
+    """dx = dy where y > 0, else 0."""
+    return _single("relu_grad", dtype, size, Buf("dy"), Buf("y"), Buf("dx"), _i64(size))
+
+
+def add_scaled(size: int, dtype, alpha: float) -> Plan:
+    """y += alpha x."""
+    return _single("add_scaled", dtype, size, Buf("y"), _scalar(dtype, alpha), Buf("x"),
+                   _i64(size))
+
+
+def dropout(size: int, dtype, rate: float) -> Plan:
+    """y = x / (1 - rate) where uniform >= rate, else 0."""
+    return _single("dropout", dtype, size, Buf("x"), Buf("uniform"), _scalar(dtype, rate),
+                   _scalar(dtype, 1 / (1 - rate)), Buf("y"), _i64(size))
+
+
+def adam_update(size: int, dtype, beta1: float, beta2: float, eps: float, lr: float,
+                t: int) -> Plan:
+    """Adam's step t (from 1) on param, grad (zeroed), m and v."""
+    return _single("adam_update", dtype, size, Buf("param"), Buf("grad"), Buf("m"), Buf("v"),
+                   _i64(size), _scalar(dtype, beta1), _scalar(dtype, beta2),
+                   _scalar(dtype, eps), _scalar(dtype, lr / (1 - beta1 ** t)),
+                   _scalar(dtype, 1 / np.sqrt(1 - beta2 ** t)))
+
+
+def sgd_update(size: int, dtype, lr: float, momentum: float, nesterov: bool,
+               has_velocity: bool) -> Plan:
+    """SGD's step on param, grad (zeroed) and the velocity (if any)."""
+    return _single("sgd_update", dtype, size, Buf("param"), Buf("grad"),
+                   Buf("velocity") if has_velocity else None, _i64(size), _scalar(dtype, lr),
+                   _scalar(dtype, momentum), np.int32(bool(nesterov)))
+
+
+def policy_prob(size: int, dtype, eps: float) -> Plan:
+    """z = 1/2 + (1/2 - eps) tanh(z / 2), in place."""
+    return _single("policy_prob", dtype, size, Buf("z"), _i64(size), _scalar(dtype, 0.5 - eps))
+
+
+def bernoulli_mask(size: int, dtype) -> Plan:
+    """mask = uniform < prob."""
+    return _single("bernoulli_mask", dtype, size, Buf("prob"), Buf("uniform"), Buf("mask"),
+                   _i64(size))
+
+
+def threshold_mask(n: int, nb: int, dtype) -> Plan:
+    """mask = prob > 1/2, each empty row keeping its most probable block."""
+    return _single("threshold_mask", dtype, n, Buf("prob"), Buf("mask"), _i32(n), _i32(nb))
+
+
+def softmax_xent(n: int, classes: int, dtype) -> Plan:
+    """losses and probs of logits and labels; raises ValueError for a label out of range."""
+    bld = _Builder(dtype)
+    if n == 0:
+        return bld.plan()
+    flag = bld.temp("label_flag", 4)
+    bld.steps.append(Zero(flag, 4))
+    _flat(bld, "softmax_xent", n, Buf("logits"), Buf("labels"), _i32(n), _i32(classes),
+          Buf("losses"), Buf("probs"), flag)
+    bld.steps.append(RaiseIfFlagged(flag, ((1, LABEL_MESSAGE),)))
+    return bld.plan()
+
+
+def xent_grad(n: int, classes: int, dtype, d_mean: float, has_d_losses: bool) -> Plan:
+    """dlogits = (probs - onehot(labels)) (d_mean + d_losses)."""
+    return _single("xent_grad", dtype, n * classes, Buf("probs"), Buf("labels"), _i32(n),
+                   _i32(classes), _scalar(dtype, d_mean),
+                   Buf("d_losses") if has_d_losses else None, Buf("dlogits"))
+
+
+def policy_grad(n: int, nb: int, dtype, tau: float, eps: float, lambda_s: float,
+                lambda_v: float, has_advantages: bool) -> Plan:
+    """dz of the policy's terms from prob, mask and advantages (see training.cu)."""
+    bld = _Builder(dtype)
+    if n == 0 or nb == 0:
+        return bld.plan()
+    colsum: Optional[Buf] = None
+    rowmean: Optional[Buf] = None
+    if lambda_s or lambda_v:
+        colsum = bld.temp("prob_colsum", nb * bld.itemsize)
+        bld.colsum(Buf("prob"), None, n, nb, 1, colsum)
+    if lambda_s:
+        rowmean = bld.temp("prob_rowmean", n * bld.itemsize)
+        _flat(bld, "row_mean", n, Buf("prob"), _i32(n), _i32(nb), rowmean)
+    _flat(bld, "policy_grad", n * nb, Buf("prob"), Buf("mask"),
+          Buf("advantages") if has_advantages else None, colsum, rowmean, _i32(n), _i32(nb),
+          _scalar(dtype, tau), _scalar(dtype, lambda_s), _scalar(dtype, lambda_v),
+          _scalar(dtype, 0.5 - eps), Buf("dz"))
+    return bld.plan()

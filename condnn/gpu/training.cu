@@ -1,0 +1,287 @@
+// The kernels of a training step besides the block-sparse product: activations, the loss,
+// the policy's probabilities, masks and gradient, and the optimizers' updates.
+//
+// Each mirrors a NumPy computation of condnn's CPU layers (named in its comment), element for
+// element, so the tests can compare them.  Flat kernels take a 1-D grid and stride over the
+// `size` elements; row kernels give one thread to each row (an example): their rows are
+// short (classes, or a layer's blocks).  None uses atomics, so results are deterministic.
+
+#define FLAT_LOOP(e, size)                                                                  \
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < (size);         \
+         e += (long long)gridDim.x * blockDim.x)
+
+// x = max(x, 0), in place (the hidden layers' ReLU).
+template <typename T>
+__device__ __forceinline__ void relu_inplace(T* __restrict__ x, long long size)
+{
+    FLAT_LOOP(e, size) x[e] = x[e] > T(0) ? x[e] : T(0);
+}
+
+// dx = dy where y > 0, else 0 (ReLU's derivative; dx may be dy).
+template <typename T>
+__device__ __forceinline__ void relu_grad(const T* dy, const T* __restrict__ y, T* dx,
+                                          long long size)
+{
+    FLAT_LOOP(e, size) dx[e] = y[e] > T(0) ? dy[e] : T(0);
+}
+
+// y += alpha x (optim.kernels.add_scaled: gradient accumulation, the L2 term).
+template <typename T>
+__device__ __forceinline__ void add_scaled(T* __restrict__ y, T alpha, const T* __restrict__ x,
+                                           long long size)
+{
+    FLAT_LOOP(e, size) y[e] += alpha * x[e];
+}
+
+// Inverted dropout (layers.Dropout): y = x / (1 - rate) where uniform >= rate, else 0.  The
+// same uniforms give the backward pass (x = dy).  y may be x.
+template <typename T>
+__device__ __forceinline__ void dropout(const T* x, const T* __restrict__ uniform, T rate,
+                                        T scale, T* y, long long size)
+{
+    FLAT_LOOP(e, size) y[e] = uniform[e] >= rate ? x[e] * scale : T(0);
+}
+
+// Adam with bias correction (optim.Adam), grad set to 0 after use:
+//   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p -= step m / (sqrt(v) root + eps)
+// with step = lr / (1 - b1^t) and root = 1 / sqrt(1 - b2^t).
+template <typename T>
+__device__ __forceinline__ void adam_update(T* __restrict__ p, T* __restrict__ g,
+                                            T* __restrict__ m, T* __restrict__ v,
+                                            long long size, T beta1, T beta2, T eps, T step,
+                                            T root)
+{
+    FLAT_LOOP(e, size) {
+        const T gi = g[e];
+        const T mi = beta1 * m[e] + (T(1) - beta1) * gi;
+        const T vi = beta2 * v[e] + (T(1) - beta2) * (gi * gi);
+        m[e] = mi;
+        v[e] = vi;
+        p[e] -= step * (mi / (sqrt(vi) * root + eps));
+        g[e] = T(0);
+    }
+}
+
+// SGD with momentum (optim.SGD), grad set to 0 after use:  vel = momentum vel + g;
+// p -= lr vel, or with Nesterov p -= lr (g + momentum vel).  vel null: plain SGD.
+template <typename T>
+__device__ __forceinline__ void sgd_update(T* __restrict__ p, T* __restrict__ g,
+                                           T* __restrict__ vel, long long size, T lr,
+                                           T momentum, int nesterov)
+{
+    FLAT_LOOP(e, size) {
+        const T gi = g[e];
+        T d = gi;
+        if (vel) {
+            const T vi = momentum * vel[e] + gi;
+            vel[e] = vi;
+            d = nesterov ? gi + momentum * vi : vi;
+        }
+        p[e] -= lr * d;
+        g[e] = T(0);
+    }
+}
+
+// The policy's probabilities from its logits z, in place (layers.PolicyGate):
+//   p = 1/2 + (1/2 - eps) tanh(z / 2)
+template <typename T>
+__device__ __forceinline__ void policy_prob(T* __restrict__ z, long long size,
+                                            T half_minus_eps)
+{
+    FLAT_LOOP(e, size) z[e] = T(0.5) + half_minus_eps * tanh(z[e] * T(0.5));
+}
+
+// mask = uniform < prob: the sampled decisions (PolicyGate in training).
+template <typename T>
+__device__ __forceinline__ void bernoulli_mask(const T* __restrict__ prob,
+                                               const T* __restrict__ uniform,
+                                               unsigned char* __restrict__ mask, long long size)
+{
+    FLAT_LOOP(e, size) mask[e] = uniform[e] < prob[e] ? 1 : 0;
+}
+
+// mask = prob > 1/2, and a row with no block on keeps its most probable one (the first of
+// equals), as layers.policy_gate.threshold_mask.
+template <typename T>
+__device__ __forceinline__ void threshold_mask(const T* __restrict__ prob,
+                                               unsigned char* __restrict__ mask, int n, int nb)
+{
+    FLAT_LOOP(i, n) {
+        const T* p = prob + i * nb;
+        unsigned char* u = mask + i * nb;
+        int any = 0, best = 0;
+        for (int j = 0; j < nb; ++j) {
+            const int on = p[j] > T(0.5);
+            u[j] = (unsigned char)on;
+            any |= on;
+            if (p[j] > p[best]) best = j;
+        }
+        if (!any && nb > 0) u[best] = 1;
+    }
+}
+
+// Row means of an (n, nb) matrix (L_e's per-example activation).
+template <typename T>
+__device__ __forceinline__ void row_mean(const T* __restrict__ x, int n, int nb,
+                                         T* __restrict__ out)
+{
+    FLAT_LOOP(i, n) {
+        T t = T(0);
+        for (int j = 0; j < nb; ++j) t += x[i * nb + j];
+        out[i] = t / T(nb);
+    }
+}
+
+// Softmax cross-entropy (layers.softmax_cross_entropy), per row of logits z (n, c):
+//   losses[i] = log sum exp(z_i - max z_i) - (z_i[y_i] - max z_i),  probs[i] = softmax(z_i).
+// A label outside [0, c) sets *bad to 1 (read back by the caller) and gives a NaN loss.
+template <typename T>
+__device__ __forceinline__ void softmax_xent(const T* __restrict__ z,
+                                             const long long* __restrict__ labels, int n, int c,
+                                             T* __restrict__ losses, T* __restrict__ probs,
+                                             int* __restrict__ bad)
+{
+    FLAT_LOOP(i, n) {
+        const T* zi = z + i * c;
+        T* pi = probs + i * c;
+        T top = zi[0];
+        for (int j = 1; j < c; ++j) top = zi[j] > top ? zi[j] : top;
+        T sum = T(0);
+        for (int j = 0; j < c; ++j) {
+            pi[j] = exp(zi[j] - top);
+            sum += pi[j];
+        }
+        for (int j = 0; j < c; ++j) pi[j] /= sum;
+        const long long y = labels[i];
+        if (y < 0 || y >= c) {
+            *bad = 1;
+            losses[i] = T(NAN);
+        } else {
+            losses[i] = log(sum) - (zi[y] - top);
+        }
+    }
+}
+
+// The loss's gradient: dlogits[i] = (probs[i] - onehot(y_i)) (d_mean + d_losses[i]), with
+// d_losses null for none (softmax_cross_entropy's backprop, d_mean = d_loss / n).
+// dlogits may be probs.
+template <typename T>
+__device__ __forceinline__ void xent_grad(const T* probs, const long long* __restrict__ labels,
+                                          int n, int c, T d_mean,
+                                          const T* __restrict__ d_losses, T* dlogits)
+{
+    FLAT_LOOP(e, (long long)n * c) {
+        const long long i = e / c;
+        const int j = (int)(e - i * c);
+        const T w = d_losses ? d_mean + d_losses[i] : d_mean;
+        dlogits[e] = (probs[e] - (labels[i] == j ? T(1) : T(0))) * w;
+    }
+}
+
+// The gradient of the policy's terms with respect to its logits z (PolicyGate's backprop),
+// from p = prob (n, nb), the decisions u = mask, and t = (p - 1/2) / (1/2 - eps):
+//   total = A_i (u / p - (1 - u) / (1 - p))                   advantages A, null for none
+//         + lambda_s (sign(colmean_j - tau) / n + sign(rowmean_i - tau) / (n nb))
+//         - lambda_v 2 (p - colmean_j) / n
+//   dz = total (1 - t^2) (1/2 - eps) / 2
+// colmean_j = colsum_j / n and rowmean (n) are the column and row means of p; colsum and
+// rowmean may be null when no coefficient needs them.
+template <typename T>
+__device__ __forceinline__ T sign_of(T x)
+{
+    return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
+}
+
+template <typename T>
+__device__ __forceinline__ void policy_grad(const T* __restrict__ prob,
+                                            const unsigned char* __restrict__ mask,
+                                            const T* __restrict__ advantages,
+                                            const T* __restrict__ colsum,
+                                            const T* __restrict__ rowmean, int n, int nb,
+                                            T tau, T lambda_s, T lambda_v, T half_minus_eps,
+                                            T* __restrict__ dz)
+{
+    FLAT_LOOP(e, (long long)n * nb) {
+        const long long i = e / nb;
+        const int j = (int)(e - i * nb);
+        const T p = prob[e];
+        const T colmean = colsum ? colsum[j] / T(n) : T(0);
+        T total = T(0);
+        if (advantages)
+            total += advantages[i] * (mask[e] ? T(1) / p : T(-1) / (T(1) - p));
+        if (lambda_s != T(0))
+            total += lambda_s * (sign_of(colmean - tau) / T(n)
+                                 + sign_of(rowmean[i] - tau) / (T(n) * T(nb)));
+        if (lambda_v != T(0))
+            total += lambda_v * (T(-2) * (p - colmean) / T(n));
+        const T t = (p - T(0.5)) / half_minus_eps;
+        dz[e] = total * (T(1) - t * t) * (half_minus_eps / T(2));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+#define TRAINING(SUFFIX, T)                                                                 \
+    extern "C" __global__ void __launch_bounds__(256) relu_inplace_##SUFFIX(                \
+        T* __restrict__ x, long long size) {                                                \
+        relu_inplace<T>(x, size);                                                           \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256) relu_grad_##SUFFIX(                   \
+        const T* dy, const T* __restrict__ y, T* dx, long long size) {                      \
+        relu_grad<T>(dy, y, dx, size);                                                      \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256) add_scaled_##SUFFIX(                  \
+        T* __restrict__ y, T alpha, const T* __restrict__ x, long long size) {              \
+        add_scaled<T>(y, alpha, x, size);                                                   \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256) dropout_##SUFFIX(                     \
+        const T* x, const T* __restrict__ uniform, T rate, T scale, T* y, long long size) { \
+        dropout<T>(x, uniform, rate, scale, y, size);                                       \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256) adam_update_##SUFFIX(                 \
+        T* __restrict__ p, T* __restrict__ g, T* __restrict__ m, T* __restrict__ v,         \
+        long long size, T beta1, T beta2, T eps, T step, T root) {                          \
+        adam_update<T>(p, g, m, v, size, beta1, beta2, eps, step, root);                    \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256) sgd_update_##SUFFIX(                  \
+        T* __restrict__ p, T* __restrict__ g, T* __restrict__ vel, long long size, T lr,    \
+        T momentum, int nesterov) {                                                         \
+        sgd_update<T>(p, g, vel, size, lr, momentum, nesterov);                             \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256) policy_prob_##SUFFIX(                 \
+        T* __restrict__ z, long long size, T half_minus_eps) {                              \
+        policy_prob<T>(z, size, half_minus_eps);                                            \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256) bernoulli_mask_##SUFFIX(              \
+        const T* __restrict__ prob, const T* __restrict__ uniform,                          \
+        unsigned char* __restrict__ mask, long long size) {                                 \
+        bernoulli_mask<T>(prob, uniform, mask, size);                                       \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256) threshold_mask_##SUFFIX(              \
+        const T* __restrict__ prob, unsigned char* __restrict__ mask, int n, int nb) {      \
+        threshold_mask<T>(prob, mask, n, nb);                                               \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256) row_mean_##SUFFIX(                    \
+        const T* __restrict__ x, int n, int nb, T* __restrict__ out) {                      \
+        row_mean<T>(x, n, nb, out);                                                         \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256) softmax_xent_##SUFFIX(                \
+        const T* __restrict__ z, const long long* __restrict__ labels, int n, int c,        \
+        T* __restrict__ losses, T* __restrict__ probs, int* __restrict__ bad) {             \
+        softmax_xent<T>(z, labels, n, c, losses, probs, bad);                               \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256) xent_grad_##SUFFIX(                   \
+        const T* probs, const long long* __restrict__ labels, int n, int c, T d_mean,       \
+        const T* __restrict__ d_losses, T* dlogits) {                                       \
+        xent_grad<T>(probs, labels, n, c, d_mean, d_losses, dlogits);                       \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256) policy_grad_##SUFFIX(                 \
+        const T* __restrict__ prob, const unsigned char* __restrict__ mask,                 \
+        const T* __restrict__ advantages, const T* __restrict__ colsum,                     \
+        const T* __restrict__ rowmean, int n, int nb, T tau, T lambda_s, T lambda_v,        \
+        T half_minus_eps, T* __restrict__ dz) {                                             \
+        policy_grad<T>(prob, mask, advantages, colsum, rowmean, n, nb, tau, lambda_s,       \
+                       lambda_v, half_minus_eps, dz);                                       \
+    }
+
+TRAINING(f32, float)
+TRAINING(f64, double)

@@ -1,0 +1,238 @@
+"""The operations of a training step on the GPU besides the block-sparse product: ReLU,
+dropout, the loss, the policy's probabilities, masks and gradient, and the optimizers'
+updates, on PyCUDA ``GPUArray``s.
+
+Each computes what the named NumPy code of the CPU layers computes (the tests compare them
+through the host emulation of the kernels), with these conventions:
+
+* every array must be C-contiguous and on the device: nothing is copied implicitly;
+* float arrays of one call share one dtype, float32 or float64; masks are uint8 of 0/1,
+  labels int64;
+* functions ending in ``_`` work in place; the others write ``out`` when it is given (it may
+  be one of the inputs where the docstring says so) or return a new array;
+* random draws are the caller's: the uniforms of ``dropout`` and ``bernoulli_mask`` come
+  from a generator of the caller's choice (on the device, or drawn on the host and uploaded
+  so that a GPU run draws exactly the masks of a CPU run).
+"""
+from typing import Optional, Tuple
+
+import numpy as np
+
+from condnn.gpu import _training_plans as plans
+from condnn.gpu._runtime import runtime
+
+__all__ = ["relu_", "relu_grad", "add_scaled_", "dropout", "adam_update_", "sgd_update_",
+           "policy_prob_", "bernoulli_mask", "threshold_mask", "softmax_cross_entropy",
+           "xent_grad", "policy_grad"]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _check(rt, name: str, x, shape=None, dtype=None) -> None:
+    if not isinstance(x, rt.kind.type):
+        raise TypeError(f"{name} must be a {rt.kind.name}, got {type(x).__name__}")
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {x.dtype}")
+    if shape is not None and tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(x.shape)}")
+    if not x.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (the GPU backend does not copy "
+                         f"arguments), got strides {x.strides}; pass {name}.copy()")
+
+
+def _float(rt, name: str, x, shape=None, dtype=None) -> np.dtype:
+    """Checks x and returns its float dtype."""
+    _check(rt, name, x, shape, dtype)
+    if x.dtype not in _FLOATS:
+        raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
+    return x.dtype
+
+
+def _result(rt, name: str, out, shape, dtype):
+    if out is None:
+        return rt.empty(shape, dtype)
+    _check(rt, name, out, shape, dtype)
+    return out
+
+
+def relu_(x):
+    """``x = max(x, 0)`` in place; returns x."""
+    rt = runtime()
+    dtype = _float(rt, "x", x)
+    rt.run(plans.relu_inplace(x.size, dtype), {"x": x})
+    return x
+
+
+def relu_grad(dy, y, out=None):
+    """``dy`` where ``y > 0``, else 0: the ReLU's backward from its output y (out may be dy)."""
+    rt = runtime()
+    dtype = _float(rt, "dy", dy)
+    _float(rt, "y", y, dy.shape, dtype)
+    out = _result(rt, "out", out, dy.shape, dtype)
+    rt.run(plans.relu_grad(dy.size, dtype), {"dy": dy, "y": y, "dx": out})
+    return out
+
+
+def add_scaled_(y, alpha: float, x):
+    """``y += alpha * x`` in place (optim.kernels.add_scaled); returns y."""
+    rt = runtime()
+    dtype = _float(rt, "y", y)
+    _float(rt, "x", x, y.shape, dtype)
+    rt.run(plans.add_scaled(y.size, dtype, float(alpha)), {"y": y, "x": x})
+    return y
+
+
+def dropout(x, uniform, rate: float, out=None):
+    """Inverted dropout (layers.Dropout): ``x / (1 - rate)`` where ``uniform >= rate``, else
+    0.  Called again with the same uniforms on dy, it is the backward pass.  out may be x."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        raise ValueError(f"rate must be a number in [0, 1), got {rate!r}")
+    rt = runtime()
+    dtype = _float(rt, "x", x)
+    _float(rt, "uniform", uniform, x.shape, dtype)
+    out = _result(rt, "out", out, x.shape, dtype)
+    rt.run(plans.dropout(x.size, dtype, float(rate)), {"x": x, "uniform": uniform, "y": out})
+    return out
+
+
+def _check_step(lr: float, t: int) -> None:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr >= 0:
+        raise ValueError(f"lr must be a number >= 0, got {lr!r}")
+    if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+        raise ValueError(f"t must be the step number, an int >= 1, got {t!r}")
+
+
+def adam_update_(param, grad, m, v, *, lr: float, t: int, beta1: float = 0.9,
+                 beta2: float = 0.999, eps: float = 1e-8) -> None:
+    """Adam's step ``t`` (optim.Adam) on param, m and v, in place; grad is set to 0."""
+    _check_step(lr, t)
+    rt = runtime()
+    dtype = _float(rt, "param", param)
+    for name, x in (("grad", grad), ("m", m), ("v", v)):
+        _float(rt, name, x, param.shape, dtype)
+    rt.run(plans.adam_update(param.size, dtype, beta1, beta2, eps, float(lr), t),
+           {"param": param, "grad": grad, "m": m, "v": v})
+
+
+def sgd_update_(param, grad, velocity=None, *, lr: float, momentum: float = 0.0,
+                nesterov: bool = False) -> None:
+    """SGD's step (optim.SGD) on param and the velocity (None without momentum), in place;
+    grad is set to 0."""
+    _check_step(lr, 1)
+    if (velocity is None) != (momentum == 0):
+        raise ValueError("velocity must be given exactly when momentum is not 0")
+    rt = runtime()
+    dtype = _float(rt, "param", param)
+    _float(rt, "grad", grad, param.shape, dtype)
+    arrays = {"param": param, "grad": grad}
+    if velocity is not None:
+        _float(rt, "velocity", velocity, param.shape, dtype)
+        arrays["velocity"] = velocity
+    rt.run(plans.sgd_update(param.size, dtype, float(lr), float(momentum), bool(nesterov),
+                            velocity is not None), arrays)
+
+
+def policy_prob_(z, eps: float):
+    """The policy's probabilities ``1/2 + (1/2 - eps) tanh(z / 2)`` from its logits, in
+    place (layers.PolicyGate); returns z."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 0.5:
+        raise ValueError(f"eps must be a number in [0, 0.5), got {eps!r}")
+    rt = runtime()
+    dtype = _float(rt, "z", z)
+    rt.run(plans.policy_prob(z.size, dtype, float(eps)), {"z": z})
+    return z
+
+
+def _mask_out(rt, out, shape):
+    return _result(rt, "out", out, shape, np.dtype(np.uint8))
+
+
+def bernoulli_mask(prob, uniform, out=None):
+    """The sampled decisions ``uniform < prob`` as a uint8 mask."""
+    rt = runtime()
+    dtype = _float(rt, "prob", prob)
+    _float(rt, "uniform", uniform, prob.shape, dtype)
+    out = _mask_out(rt, out, prob.shape)
+    rt.run(plans.bernoulli_mask(prob.size, dtype), {"prob": prob, "uniform": uniform,
+                                                    "mask": out})
+    return out
+
+
+def threshold_mask(prob, out=None):
+    """``prob > 1/2`` as a uint8 mask, a row with none on keeping its most probable block
+    (layers.policy_gate.threshold_mask)."""
+    rt = runtime()
+    dtype = _float(rt, "prob", prob)
+    if len(prob.shape) != 2:
+        raise ValueError(f"prob must be 2-D (examples, blocks), got shape {tuple(prob.shape)}")
+    out = _mask_out(rt, out, prob.shape)
+    n, nb = prob.shape
+    rt.run(plans.threshold_mask(n, nb, dtype), {"prob": prob, "mask": out})
+    return out
+
+
+def _logits_and_labels(rt, logits, labels) -> Tuple[np.dtype, int, int]:
+    dtype = _float(rt, "logits", logits)
+    if len(logits.shape) != 2 or logits.shape[1] < 1:
+        raise ValueError(f"logits must be 2-D (batch, classes), got shape "
+                         f"{tuple(logits.shape)}")
+    n, classes = logits.shape
+    _check(rt, "labels", labels, (n,), np.dtype(np.int64))
+    return dtype, n, classes
+
+
+def softmax_cross_entropy(logits, labels):
+    """Per-example losses ``logsumexp(z_i) - z_i[y_i]`` and the softmax probabilities
+    (layers.softmax_cross_entropy); returns ``(losses, probs)``.  A label outside
+    ``[0, classes)`` raises ValueError (which reads a flag back from the device)."""
+    rt = runtime()
+    dtype, n, classes = _logits_and_labels(rt, logits, labels)
+    losses = rt.empty((n,), dtype)
+    probs = rt.empty((n, classes), dtype)
+    rt.run(plans.softmax_xent(n, classes, dtype), {"logits": logits, "labels": labels,
+                                                   "losses": losses, "probs": probs})
+    return losses, probs
+
+
+def xent_grad(probs, labels, d_mean: float, d_losses=None, out=None):
+    """The loss's gradient with respect to the logits,
+    ``(probs - onehot(labels)) * (d_mean + d_losses)`` per row (d_mean = d_loss / n in
+    softmax_cross_entropy's backprop).  out may be probs."""
+    rt = runtime()
+    dtype, n, classes = _logits_and_labels(rt, probs, labels)
+    arrays = {"probs": probs, "labels": labels}
+    if d_losses is not None:
+        _float(rt, "d_losses", d_losses, (n,), dtype)
+        arrays["d_losses"] = d_losses
+    arrays["dlogits"] = _result(rt, "out", out, (n, classes), dtype)
+    rt.run(plans.xent_grad(n, classes, dtype, float(d_mean), d_losses is not None), arrays)
+    return arrays["dlogits"]
+
+
+def policy_grad(prob, mask, advantages=None, *, tau: float, eps: float,
+                lambda_s: float = 0.0, lambda_v: float = 0.0, out=None):
+    """The gradient, with respect to the policy's logits, of its REINFORCE term
+    ``sum_i A_i log pi(u_i)`` (advantages A, None for none) and of
+    ``lambda_s (L_b + L_e) + lambda_v L_v`` at target tau (PolicyGate's backprop, before
+    the products with its input)."""
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau < 1:
+        raise ValueError(f"tau must be a number in (0, 1), got {tau!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 0.5:
+        raise ValueError(f"eps must be a number in [0, 0.5), got {eps!r}")
+    for name, value in (("lambda_s", lambda_s), ("lambda_v", lambda_v)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    rt = runtime()
+    dtype = _float(rt, "prob", prob)
+    if len(prob.shape) != 2:
+        raise ValueError(f"prob must be 2-D (examples, blocks), got shape {tuple(prob.shape)}")
+    n, nb = prob.shape
+    _check(rt, "mask", mask, prob.shape, np.dtype(np.uint8))
+    arrays = {"prob": prob, "mask": mask}
+    if advantages is not None:
+        _float(rt, "advantages", advantages, (n,), dtype)
+        arrays["advantages"] = advantages
+    arrays["dz"] = _result(rt, "out", out, prob.shape, dtype)
+    rt.run(plans.policy_grad(n, nb, dtype, float(tau), float(eps), float(lambda_s),
+                             float(lambda_v), advantages is not None), arrays)
+    return arrays["dz"]
