@@ -10,7 +10,7 @@
 # 2. builds condnn's compiled CPU kernels in place in this checkout, fetching nothing;
 #    PyCUDA, those wheels and the checkout are put on PYTHONPATH, and nothing is installed
 #    into python3's environment;
-# 3. runs the GPU tests: tests/gpu/test_gpu_{sparse,import,checks}.py;
+# 3. runs the GPU tests: tests/gpu/test_gpu_{sparse,import,checks,training_ops}.py;
 # 4. runs the GPU benchmark, benchmarks/sparse_dot_gpu.py (GPU_CHECK_BENCH_ARGS: extra
 #    arguments, e.g. --quick), its tables written to OUT_DIR after every point.
 #
@@ -146,6 +146,7 @@ t=$(( $(left) - 150 ))
 [ "$t" -lt 60 ] && t=60
 timeout "$t" python3 -m pytest -q -p no:cacheprovider -o addopts="" \
   tests/gpu/test_gpu_sparse.py tests/gpu/test_gpu_import.py tests/gpu/test_gpu_checks.py \
+  tests/gpu/test_gpu_training_ops.py \
   2>&1 | tee "$out/gpu_tests.log"
 tests_status=${PIPESTATUS[0]}
 echo "gpu_check: tests exit status $tests_status"
