@@ -27,6 +27,7 @@ import numpy as np
 
 import condnn
 from condnn.config import build_from_config, config_to_json
+from condnn.device import to_device
 from condnn.layers.base import Layer
 from condnn.registry import model_class, registered_name
 from condnn.rng import generator_from_state, generator_state, state_from_json_value
@@ -87,7 +88,8 @@ def _check_count(name: str, value: Any) -> int:
 
 
 def _write_array(group: h5py.Group, path: str, array: np.ndarray) -> None:
-    array = np.ascontiguousarray(array)
+    # A model on the GPU is saved from host copies: checkpoints load on either device.
+    array = np.ascontiguousarray(to_device(array, "cpu"))
     dataset = group.create_dataset(path, data=array)
     dataset.attrs["crc32"] = zlib.crc32(array.view(np.uint8).ravel() if array.size else b"")
 

@@ -100,6 +100,25 @@ class Model(Layer):
         """Sets evaluation mode on this model and its sub-models."""
         return self.train(False)
 
+    def to_gpu(self, optimizer: Any = None) -> "Model":
+        """Moves the parameters, gradients and array attributes to the GPU, in place (and
+        the state of ``optimizer``, an optimizer of this model); the model's passes then
+        take and give GPU arrays.  Returns self."""
+        return self._move("gpu", optimizer)
+
+    def to_cpu(self, optimizer: Any = None) -> "Model":
+        """Moves everything back to host memory (NumPy arrays), in place, with the state of
+        ``optimizer`` if given; returns self."""
+        return self._move("cpu", optimizer)
+
+    def _move(self, device: str, optimizer: Any) -> "Model":
+        if optimizer is not None and getattr(optimizer, "model", None) is not self:
+            raise ValueError("optimizer must be an optimizer of this model")
+        self.to_device(device)
+        if optimizer is not None:
+            optimizer.to_device(device)
+        return self
+
     def save(self, path: checkpoint.PathLike, optimizer: Any = None, *, step: int = 0,
              epoch: int = 0, rngs: Optional[Mapping[str, np.random.Generator]] = None,
              metadata: Optional[Mapping[str, Any]] = None) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from condnn import _checks, _sparse
 from condnn.block_weights import BlockWeights
+from condnn.device import on_gpu
 
 __all__ = ["sparse_dot", "sparse_dot_backward", "set_num_threads", "get_num_threads", "variant"]
 
@@ -105,6 +106,8 @@ def sparse_dot(a: np.ndarray, amask: Optional[np.ndarray], b: np.ndarray,
     Returns:
         The (n, m) result, ``out`` if it was given.
 
+    Arrays on the GPU (see :mod:`condnn.device`) go to :func:`condnn.gpu.sparse_dot`.
+
     Example:
         >>> import numpy as np, condnn
         >>> a = np.ones((2, 4), np.float32); b = np.ones((4, 4), np.float32)
@@ -113,6 +116,9 @@ def sparse_dot(a: np.ndarray, amask: Optional[np.ndarray], b: np.ndarray,
         array([[2., 2., 0., 0.],
                [0., 0., 2., 2.]], dtype=float32)
     """
+    if not isinstance(a, np.ndarray) and on_gpu(a):
+        from condnn import gpu
+        return gpu.sparse_dot(a, amask, b, omask, c, block_size, out=out)
     # b stored block by block: its slabs go to the kernels, a stand-in of its shape and
     # dtype to the checks, and every product (masks or not) to the block-sparse kernel.
     blocked = isinstance(b, BlockWeights)
@@ -164,6 +170,9 @@ def sparse_dot_backward(grad_out: np.ndarray, a: np.ndarray, amask: Optional[np.
 
     The arguments are those given to :func:`sparse_dot`, with ``grad_out`` of shape (n, m).
     """
+    if not isinstance(a, np.ndarray) and on_gpu(a):
+        from condnn import gpu
+        return gpu.sparse_dot_backward(grad_out, a, amask, b, omask, block_size)
     if isinstance(b, BlockWeights):
         raise TypeError("b must be the weight matrix itself: a BlockWeights serves the "
                         "forward product only")

@@ -22,7 +22,7 @@ from condnn.gpu import _plan
 from condnn._checks import ArrayKind
 from condnn.gpu._cublas import Cublas, CublasError
 
-__all__ = ["available", "unavailable_reason", "runtime", "Runtime", "SOURCES"]
+__all__ = ["available", "unavailable_reason", "array_type", "runtime", "Runtime", "SOURCES"]
 
 _HERE = Path(__file__).resolve().parent
 SOURCES = ("block_sparse.cu", "masks.cu", "training.cu")
@@ -125,6 +125,16 @@ def _runtime_for_current_context() -> "Runtime":
         return rt
 
 
+def array_type() -> Optional[type]:
+    """PyCUDA's GPUArray class, or None where PyCUDA does not import.  Does not initialise
+    the driver: telling a GPU array from others needs no device."""
+    try:
+        import pycuda.gpuarray as gpuarray
+    except Exception:  # ImportError, or a PyCUDA built against a missing libcuda
+        return None
+    return gpuarray.GPUArray
+
+
 def runtime() -> "Runtime":
     """The runtime of the current context; RuntimeError if the backend is unavailable."""
     reason = unavailable_reason()
@@ -191,6 +201,15 @@ class Runtime:
         a cuMemAlloc and, when freed, a cuMemFree, which can wait for the device.  Freed
         arrays go back to the pool, which keeps the memory for later calls."""
         return self._gpuarray.empty(shape, dtype, allocator=self._pool.allocate)
+
+    def to_device(self, host: np.ndarray):
+        """A GPUArray copy of a C-contiguous host array, from the memory pool."""
+        return self._gpuarray.to_gpu(host, allocator=self._pool.allocate)
+
+    @staticmethod
+    def to_host(x) -> np.ndarray:
+        """A NumPy copy of a GPUArray (waits for the work that writes it)."""
+        return x.get()
 
     def run(self, plan: _plan.Plan, arrays: Mapping[str, Any]) -> None:
         """Runs ``plan`` on the call's GPUArrays (None for absent arguments)."""

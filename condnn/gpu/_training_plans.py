@@ -12,7 +12,7 @@ import numpy as np
 
 from condnn.gpu._plan import Buf, Plan, Zero, RaiseIfFlagged, _Builder, _cdiv, _i32, _i64
 
-__all__ = ["relu_inplace", "relu_grad", "add_scaled", "dropout", "adam_update", "sgd_update",
+__all__ = ["relu_inplace", "relu_grad", "add_scaled", "sub_row", "dropout", "adam_update", "sgd_update",
            "policy_prob", "bernoulli_mask", "threshold_mask", "softmax_xent", "xent_grad",
            "policy_grad", "LABEL_MESSAGE"]
 
@@ -52,6 +52,12 @@ def add_scaled(size: int, dtype, alpha: float) -> Plan:
     """y += alpha x."""
     return _single("add_scaled", dtype, size, Buf("y"), _scalar(dtype, alpha), Buf("x"),
                    _i64(size))
+
+
+def sub_row(n: int, m: int, dtype) -> Plan:
+    """out = x - row, for every row of x (n, m)."""
+    return _single("sub_row", dtype, n * m, Buf("x"), Buf("row"), _i64(max(m, 1)), Buf("out"),
+                   _i64(n * m))
 
 
 def dropout(size: int, dtype, rate: float) -> Plan:

@@ -34,7 +34,7 @@ from typing import Tuple
 
 from condnn import _checks
 from condnn.gpu import _plan
-from condnn.gpu._runtime import runtime
+from condnn.gpu import _runtime
 
 __all__ = ["sparse_dot", "sparse_dot_backward"]
 
@@ -80,7 +80,7 @@ def sparse_dot(a, amask, b, omask, c, block_size: int, out=None, *, method: str 
         array([[2., 2., 0., 0.],
                [0., 0., 2., 2.]], dtype=float32)
     """
-    rt = runtime()
+    rt = _runtime.runtime()
     kind = rt.kind
     n, k, m, bs = _checks.check_forward(a, amask, b, omask, c, block_size, out, kind)
     _check_layout(a=a, amask=amask, b=b, omask=omask, c=c, out=out)
@@ -111,7 +111,7 @@ def sparse_dot_backward(grad_out, a, amask, b, omask, block_size: int, *,
     Returns:
         ``(da, db, dc)``, new GPUArrays.
     """
-    rt = runtime()
+    rt = _runtime.runtime()
     kind = rt.kind
     n, k, m, bs = _checks.check_backward(grad_out, a, amask, b, omask, block_size, kind)
     _check_layout(grad_out=grad_out, a=a, amask=amask, b=b, omask=omask)

@@ -33,6 +33,15 @@ __device__ __forceinline__ void add_scaled(T* __restrict__ y, T alpha, const T* 
     FLAT_LOOP(e, size) y[e] += alpha * x[e];
 }
 
+// out = x - row, the row (m) subtracted from every row of x (n, m): a model's input centring.
+// out may be x.
+template <typename T>
+__device__ __forceinline__ void sub_row(const T* x, const T* __restrict__ row, long long m,
+                                        T* out, long long size)
+{
+    FLAT_LOOP(e, size) out[e] = x[e] - row[e % m];
+}
+
 // Inverted dropout (layers.Dropout): y = x / (1 - rate) where uniform >= rate, else 0.  The
 // same uniforms give the backward pass (x = dy).  y may be x.
 template <typename T>
@@ -232,6 +241,10 @@ __device__ __forceinline__ void policy_grad(const T* __restrict__ prob,
     extern "C" __global__ void __launch_bounds__(256) add_scaled_##SUFFIX(                  \
         T* __restrict__ y, T alpha, const T* __restrict__ x, long long size) {              \
         add_scaled<T>(y, alpha, x, size);                                                   \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256) sub_row_##SUFFIX(                     \
+        const T* x, const T* __restrict__ row, long long m, T* out, long long size) {       \
+        sub_row<T>(x, row, m, out, size);                                                   \
     }                                                                                       \
     extern "C" __global__ void __launch_bounds__(256) dropout_##SUFFIX(                     \
         const T* x, const T* __restrict__ uniform, T rate, T scale, T* y, long long size) { \

@@ -19,9 +19,9 @@ from typing import Optional, Tuple
 import numpy as np
 
 from condnn.gpu import _training_plans as plans
-from condnn.gpu._runtime import runtime
+from condnn.gpu import _runtime
 
-__all__ = ["relu_", "relu_grad", "add_scaled_", "dropout", "adam_update_", "sgd_update_",
+__all__ = ["relu_", "relu_grad", "add_scaled_", "sub_row", "dropout", "adam_update_", "sgd_update_",
            "policy_prob_", "bernoulli_mask", "threshold_mask", "softmax_cross_entropy",
            "xent_grad", "policy_grad"]
 
@@ -57,7 +57,7 @@ def _result(rt, name: str, out, shape, dtype):
 
 def relu_(x):
     """``x = max(x, 0)`` in place; returns x."""
-    rt = runtime()
+    rt = _runtime.runtime()
     dtype = _float(rt, "x", x)
     rt.run(plans.relu_inplace(x.size, dtype), {"x": x})
     return x
@@ -65,7 +65,7 @@ def relu_(x):
 
 def relu_grad(dy, y, out=None):
     """``dy`` where ``y > 0``, else 0: the ReLU's backward from its output y (out may be dy)."""
-    rt = runtime()
+    rt = _runtime.runtime()
     dtype = _float(rt, "dy", dy)
     _float(rt, "y", y, dy.shape, dtype)
     out = _result(rt, "out", out, dy.shape, dtype)
@@ -75,11 +75,24 @@ def relu_grad(dy, y, out=None):
 
 def add_scaled_(y, alpha: float, x):
     """``y += alpha * x`` in place (optim.kernels.add_scaled); returns y."""
-    rt = runtime()
+    rt = _runtime.runtime()
     dtype = _float(rt, "y", y)
     _float(rt, "x", x, y.shape, dtype)
     rt.run(plans.add_scaled(y.size, dtype, float(alpha)), {"y": y, "x": x})
     return y
+
+
+def sub_row(x, row, out=None):
+    """``x - row``: the (m,) row subtracted from every row of the (n, m) x (a model's input
+    centring).  out may be x."""
+    rt = _runtime.runtime()
+    dtype = _float(rt, "x", x)
+    if len(x.shape) != 2:
+        raise ValueError(f"x must be 2-D, got shape {tuple(x.shape)}")
+    _float(rt, "row", row, (x.shape[1],), dtype)
+    out = _result(rt, "out", out, x.shape, dtype)
+    rt.run(plans.sub_row(x.shape[0], x.shape[1], dtype), {"x": x, "row": row, "out": out})
+    return out
 
 
 def dropout(x, uniform, rate: float, out=None):
@@ -87,7 +100,7 @@ def dropout(x, uniform, rate: float, out=None):
     0.  Called again with the same uniforms on dy, it is the backward pass.  out may be x."""
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
         raise ValueError(f"rate must be a number in [0, 1), got {rate!r}")
-    rt = runtime()
+    rt = _runtime.runtime()
     dtype = _float(rt, "x", x)
     _float(rt, "uniform", uniform, x.shape, dtype)
     out = _result(rt, "out", out, x.shape, dtype)
@@ -106,7 +119,7 @@ def adam_update_(param, grad, m, v, *, lr: float, t: int, beta1: float = 0.9,
                  beta2: float = 0.999, eps: float = 1e-8) -> None:
     """Adam's step ``t`` (optim.Adam) on param, m and v, in place; grad is set to 0."""
     _check_step(lr, t)
-    rt = runtime()
+    rt = _runtime.runtime()
     dtype = _float(rt, "param", param)
     for name, x in (("grad", grad), ("m", m), ("v", v)):
         _float(rt, name, x, param.shape, dtype)
@@ -121,7 +134,7 @@ def sgd_update_(param, grad, velocity=None, *, lr: float, momentum: float = 0.0,
     _check_step(lr, 1)
     if (velocity is None) != (momentum == 0):
         raise ValueError("velocity must be given exactly when momentum is not 0")
-    rt = runtime()
+    rt = _runtime.runtime()
     dtype = _float(rt, "param", param)
     _float(rt, "grad", grad, param.shape, dtype)
     arrays = {"param": param, "grad": grad}
@@ -137,7 +150,7 @@ def policy_prob_(z, eps: float):
     place (layers.PolicyGate); returns z."""
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 0.5:
         raise ValueError(f"eps must be a number in [0, 0.5), got {eps!r}")
-    rt = runtime()
+    rt = _runtime.runtime()
     dtype = _float(rt, "z", z)
     rt.run(plans.policy_prob(z.size, dtype, float(eps)), {"z": z})
     return z
@@ -149,7 +162,7 @@ def _mask_out(rt, out, shape):
 
 def bernoulli_mask(prob, uniform, out=None):
     """The sampled decisions ``uniform < prob`` as a uint8 mask."""
-    rt = runtime()
+    rt = _runtime.runtime()
     dtype = _float(rt, "prob", prob)
     _float(rt, "uniform", uniform, prob.shape, dtype)
     out = _mask_out(rt, out, prob.shape)
@@ -161,7 +174,7 @@ def bernoulli_mask(prob, uniform, out=None):
 def threshold_mask(prob, out=None):
     """``prob > 1/2`` as a uint8 mask, a row with none on keeping its most probable block
     (layers.policy_gate.threshold_mask)."""
-    rt = runtime()
+    rt = _runtime.runtime()
     dtype = _float(rt, "prob", prob)
     if len(prob.shape) != 2:
         raise ValueError(f"prob must be 2-D (examples, blocks), got shape {tuple(prob.shape)}")
@@ -185,7 +198,7 @@ def softmax_cross_entropy(logits, labels):
     """Per-example losses ``logsumexp(z_i) - z_i[y_i]`` and the softmax probabilities
     (layers.softmax_cross_entropy); returns ``(losses, probs)``.  A label outside
     ``[0, classes)`` raises ValueError (which reads a flag back from the device)."""
-    rt = runtime()
+    rt = _runtime.runtime()
     dtype, n, classes = _logits_and_labels(rt, logits, labels)
     losses = rt.empty((n,), dtype)
     probs = rt.empty((n, classes), dtype)
@@ -198,7 +211,7 @@ def xent_grad(probs, labels, d_mean: float, d_losses=None, out=None):
     """The loss's gradient with respect to the logits,
     ``(probs - onehot(labels)) * (d_mean + d_losses)`` per row (d_mean = d_loss / n in
     softmax_cross_entropy's backprop).  out may be probs."""
-    rt = runtime()
+    rt = _runtime.runtime()
     dtype, n, classes = _logits_and_labels(rt, probs, labels)
     arrays = {"probs": probs, "labels": labels}
     if d_losses is not None:
@@ -222,7 +235,7 @@ def policy_grad(prob, mask, advantages=None, *, tau: float, eps: float,
     for name, value in (("lambda_s", lambda_s), ("lambda_v", lambda_v)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
             raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-    rt = runtime()
+    rt = _runtime.runtime()
     dtype = _float(rt, "prob", prob)
     if len(prob.shape) != 2:
         raise ValueError(f"prob must be 2-D (examples, blocks), got shape {tuple(prob.shape)}")

@@ -9,6 +9,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from condnn.device import check_device, on_gpu, to_device
+
 # backprop(dy) -> dx; None only from a layer told not to compute dx (Dense(input_grad=False)).
 Backprop = Callable[[np.ndarray], Optional[np.ndarray]]
 
@@ -37,10 +39,11 @@ def check_size(name: str, value: Any) -> int:
 
 def check_input(layer: str, x: Any, n_features: Optional[int] = None,
                 dtype: Optional[np.dtype] = None) -> np.ndarray:
-    """Checks that ``x`` is a float (n, n_features) array of ``dtype``, for layer ``layer``."""
-    if not isinstance(x, np.ndarray):
+    """Checks that ``x`` is a float (n, n_features) array of ``dtype``, for layer ``layer``
+    (a NumPy array, or a GPU array for a layer moved to the GPU)."""
+    if not isinstance(x, np.ndarray) and not on_gpu(x):
         raise TypeError(f"{layer}: x must be a numpy.ndarray, got {type(x).__name__}")
-    if x.ndim != 2:
+    if len(x.shape) != 2:
         raise ValueError(f"{layer}: x must be 2-D (batch, features), got shape {x.shape}")
     if n_features is not None and x.shape[1] != n_features:
         raise ValueError(f"{layer}: x must have {n_features} columns, got shape {x.shape}")
@@ -54,7 +57,7 @@ def check_input(layer: str, x: Any, n_features: Optional[int] = None,
 
 def check_output_grad(layer: str, dy: Any, y_shape: Tuple[int, ...]) -> np.ndarray:
     """Checks that the gradient given to backprop has the shape of the forward output."""
-    if not isinstance(dy, np.ndarray):
+    if not isinstance(dy, np.ndarray) and not on_gpu(dy):
         raise TypeError(f"{layer}: dy must be a numpy.ndarray, got {type(dy).__name__}")
     if dy.shape != y_shape:
         raise ValueError(f"{layer}: dy must have shape {y_shape} (the output's), "
@@ -71,6 +74,12 @@ class Layer:
 
     params: Dict[str, np.ndarray]
     grads: Dict[str, np.ndarray]
+    #: Names of attributes other than parameters that hold arrays a pass reads (a model's
+    #: input mean): :meth:`to_device` moves them with the parameters.
+    device_attributes: Tuple[str, ...] = ()
+    #: Whether the layer's own computation has a GPU path (its sub-layers say for
+    #: themselves); :meth:`to_device` refuses to move a tree with a layer that has none.
+    runs_on_gpu: bool = False
 
     def __init__(self) -> None:
         self.params = {}
@@ -136,6 +145,34 @@ class Layer:
                     seen.add(id(generator))
                     found[path + name] = generator
         return found
+
+    def to_device(self, device: str) -> "Layer":
+        """Moves every parameter, gradient and array attribute of the tree to ``device``
+        ("cpu" or "gpu", see :mod:`condnn.device`), in place; returns self."""
+        device = check_device(device)
+        for _, layer in self.walk():
+            layer.check_movable(device)
+        for _, layer in self.walk():
+            for store in (layer.params, layer.grads):
+                for name in store:
+                    store[name] = to_device(store[name], device)
+            for name in layer.device_attributes:
+                object.__setattr__(layer, name, to_device(getattr(layer, name), device))
+        return self
+
+    def check_movable(self, device: str) -> None:
+        """Raises if this layer cannot run on ``device`` (before anything moves)."""
+        if device == "gpu" and not self.runs_on_gpu:
+            raise ValueError(f"{type(self).__name__} does not run on the GPU yet; the "
+                             f"layers that do: BlockSparseDense, PolicyGate, Dropout, in "
+                             f"ConditionalMLP")
+
+    @property
+    def device(self) -> str:
+        """Where the parameters are: "cpu" or "gpu" (a layer without any: "cpu")."""
+        for _, value in self.named_params().items():
+            return "gpu" if on_gpu(value) else "cpu"
+        return "cpu"
 
     def zero_grads(self) -> None:
         """Sets every gradient of the tree to 0, in place."""

@@ -4,6 +4,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from condnn.block_weights import BlockWeights
+from condnn.device import check_same_device
 from condnn.initializers import Initializer, glorot_uniform
 from condnn.layers.base import (Backprop, Layer, check_input, check_output_grad, check_size,
                                 float_dtype)
@@ -22,6 +23,9 @@ class BlockSparseDense(Layer):
     The block size must divide n_in only when amask is given, n_out only when omask is
     given: a 10-way output layer after a masked hidden layer takes an amask and no omask.
 
+    On the GPU (after ``model.to_gpu()``), x, the masks and dy are GPU arrays and the
+    products run there (:func:`condnn.gpu.sparse_dot`).
+
     Backprop, with G = dy masked by Om: ``dW += (x * Am).T @ G``, ``db += sum_i G[i]``,
     returns ``dx = (G @ W.T) * Am`` (see :func:`condnn.sparse_dot_backward`).
 
@@ -32,6 +36,8 @@ class BlockSparseDense(Layer):
         >>> y[0, 2:].tolist()
         [0.0, 0.0]
     """
+
+    runs_on_gpu = True
 
     def __init__(self, n_in: int, n_out: int, block_size: int, *,
                  init: Initializer = glorot_uniform, rng: RngLike = None,
@@ -56,6 +62,12 @@ class BlockSparseDense(Layer):
         self.frozen = BlockWeights(W, self.block_size)
         self._frozen_source = W
 
+    def check_movable(self, device: str) -> None:
+        if device == "gpu" and self.frozen is not None:
+            raise ValueError("BlockSparseDense: a layer frozen for evaluation (freeze / "
+                             "for_inference) stays on the CPU; move the model it was copied "
+                             "from instead")
+
     def _weights(self, train: bool, masked: bool):
         """The weights a product uses: the block-by-block copy of a frozen layer for a
         masked product in evaluation, else W."""
@@ -74,6 +86,7 @@ class BlockSparseDense(Layer):
                 omask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Backprop]:
         check_input("BlockSparseDense", x, self.n_in, self.dtype)
         W, b, block_size = self.params["W"], self.params["b"], self.block_size
+        check_same_device("BlockSparseDense", x, W)
         weights = self._weights(train, amask is not None or omask is not None)
         if amask is not None and self.n_in % block_size:
             raise ValueError(f"BlockSparseDense: amask needs block_size {block_size} to "

@@ -3,6 +3,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from condnn.device import on_gpu, to_device
 from condnn.layers.activation import check_float_array
 from condnn.layers.base import Backprop, Layer, check_output_grad
 from condnn.rng import RngLike, as_generator
@@ -31,6 +32,8 @@ class Dropout(Layer):
             ``<path>/rng``) so that a resumed run draws the same masks.
     """
 
+    runs_on_gpu = True
+
     def __init__(self, rate: float, rng: RngLike = None) -> None:
         super().__init__()
         self.rate = check_rate("rate", rate, low_open=False, high_open=True)
@@ -43,7 +46,20 @@ class Dropout(Layer):
         check_float_array("Dropout", x)
         if not train or self.rate == 0:
             return x, lambda dy: check_output_grad("Dropout", dy, x.shape)
-        keep = self.rng.random(x.shape, dtype=x.dtype) >= self.rate
+        uniform = self.rng.random(x.shape, dtype=x.dtype)
+        if on_gpu(x):
+            # The same draws as on the CPU, uploaded: a GPU run drops the units a CPU run
+            # drops.
+            from condnn.gpu import training
+            uniform = to_device(uniform, "gpu")
+            y = training.dropout(x, uniform, self.rate)
+
+            def backprop_gpu(dy):
+                check_output_grad("Dropout", dy, y.shape)
+                return training.dropout(dy, uniform, self.rate)
+
+            return y, backprop_gpu
+        keep = uniform >= self.rate
         factor = keep * x.dtype.type(1 / (1 - self.rate))
         y = x * factor
 

@@ -3,11 +3,13 @@ from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from condnn.device import check_same_device, on_gpu, to_device
 from condnn.initializers import Initializer, glorot_uniform
 from condnn.layers.base import Layer, check_input, check_size, float_dtype
 from condnn.layers.policy_regularizers import PolicyPenalty, log_likelihood
 from condnn.rng import RngLike, as_generator
-from condnn.sparse import sparse_dot
+from condnn.optim.kernels import add_scaled
+from condnn.sparse import sparse_dot, sparse_dot_backward
 
 MODES = ("sample", "threshold")
 
@@ -83,6 +85,8 @@ class PolicyGate(Layer):
         ((2, 3), (2, 3))
     """
 
+    runs_on_gpu = True
+
     def __init__(self, n_in: int, n_blocks: int, *, tau: float, eps: float = 0.01,
                  mode: str = "threshold", input_block_size: Optional[int] = None,
                  init: Initializer = glorot_uniform, init_scale: float = 0.1,
@@ -118,6 +122,9 @@ class PolicyGate(Layer):
         log-likelihood is what backprop differentiates), ``mode`` overrides ``self.mode``."""
         check_input("PolicyGate", h, self.n_in, self.dtype)
         Z, d = self.params["Z"], self.params["d"]
+        check_same_device("PolicyGate", h, Z)
+        if on_gpu(h):
+            return self._forward_gpu(h, train, amask, mask, mode)
         if amask is not None:
             if self.input_block_size is None:
                 raise ValueError("PolicyGate: amask needs the gate built with "
@@ -168,6 +175,44 @@ class PolicyGate(Layer):
             if amask is not None:
                 dh.reshape(n, -1, self.input_block_size)[...] *= amask[:, :, None]
             return dh
+
+        return GateOutput(mask, prob), backprop
+
+    def _forward_gpu(self, h, train: bool, amask, mask, mode: Optional[str]):
+        """:meth:`forward` on GPU arrays: the same probabilities and decisions (the uniforms
+        of sampled masks come from the same generator, uploaded), and a backprop of the
+        same gradients (``dprob`` aside)."""
+        from condnn.gpu import training
+        Z, d = self.params["Z"], self.params["d"]
+        block_size = self.input_block_size or 1
+        if amask is not None and self.input_block_size is None:
+            raise ValueError("PolicyGate: amask needs the gate built with input_block_size")
+        prob = training.policy_prob_(sparse_dot(h, amask, Z, None, d, block_size), self.eps)
+        if mask is None:
+            chosen = self.mode if mode is None else check_mode(mode)
+            if train or chosen == "sample":
+                uniform = to_device(self.rng.random(prob.shape, dtype=self.dtype), "gpu")
+                mask = training.bernoulli_mask(prob, uniform)
+            else:
+                mask = training.threshold_mask(prob)
+        elif tuple(mask.shape) != tuple(prob.shape):
+            raise ValueError(f"PolicyGate: mask must have shape {prob.shape}, got {mask.shape}")
+
+        def backprop(advantages=None, penalty: Optional[PolicyPenalty] = None, dprob=None):
+            if dprob is not None:
+                raise NotImplementedError("PolicyGate: dprob is not supported on the GPU")
+            lambda_s = penalty.lambda_s if penalty is not None else 0.0
+            lambda_v = penalty.lambda_v if penalty is not None else 0.0
+            dz = training.policy_grad(prob, mask, advantages, tau=self.tau, eps=self.eps,
+                                      lambda_s=lambda_s, lambda_v=lambda_v)
+            # h.T @ dz, the column sums of dz and dz @ Z.T (masked by amask) are the
+            # gradients of the product z = (h * Am) @ Z + d.
+            dh, dZ, dd = sparse_dot_backward(dz, h, amask, Z, None, block_size)
+            self.grads["Z"] += dZ
+            self.grads["d"] += dd
+            if penalty is not None and penalty.lambda_l2:
+                add_scaled(self.grads["Z"], 2 * penalty.lambda_l2, Z)
+            return dh if self.input_grad else None
 
         return GateOutput(mask, prob), backprop
 

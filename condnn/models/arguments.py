@@ -3,6 +3,8 @@ from typing import Any, Callable, List, Optional
 
 import numpy as np
 
+from condnn.device import device_mismatch, on_gpu
+
 
 def check_hidden_blocks(hidden: Any) -> List[List[int]]:
     """``hidden`` as a list of [n_blocks, block_size] pairs, one block size for all layers
@@ -42,9 +44,18 @@ def check_input_mean(input_mean: Any, n_in: int, dtype) -> Optional[np.ndarray]:
 def centered(x: Any, input_mean: Optional[np.ndarray]) -> Any:
     """x minus the model's mean input (x itself when there is none, or when x is not an
     array: the first layer then says what is wrong with it)."""
-    if input_mean is None or not isinstance(x, np.ndarray) or x.ndim != 2 \
-            or x.shape[1] != input_mean.shape[0] or x.dtype != input_mean.dtype:
+    if input_mean is None:
         return x
+    x_on_gpu = on_gpu(x)
+    if not isinstance(x, np.ndarray) and not x_on_gpu:
+        return x
+    if x_on_gpu != on_gpu(input_mean):
+        raise ValueError(device_mismatch("the model", x, input_mean))
+    if len(x.shape) != 2 or x.shape[1] != input_mean.shape[0] or x.dtype != input_mean.dtype:
+        return x
+    if x_on_gpu:
+        from condnn.gpu import training
+        return training.sub_row(x, input_mean)
     return x - input_mean
 
 

@@ -3,6 +3,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
+from condnn.device import on_gpu
 from condnn.initializers import Initializer, glorot_uniform, he_normal
 from condnn.layers.base import check_size, float_dtype
 from condnn.layers.block_sparse_dense import BlockSparseDense
@@ -12,7 +13,7 @@ from condnn.layers.policy_regularizers import PolicyPenalty
 from condnn.model import Model
 from condnn.models.arguments import (centered, check_hidden_blocks, check_input_mean,
                                     open_unit, per_layer)
-from condnn.models.trace import Product, Trace, check_execution, hidden_layer
+from condnn.models.trace import Product, Trace, check_execution, hidden_layer, relu_grad
 
 Numbers = Union[float, Sequence[float]]
 
@@ -58,6 +59,9 @@ class ConditionalMLP(Model):
         >>> trace.logits.shape, [m.shape for m in trace.masks]
         ((5, 3), [(5, 4), (5, 4)])
     """
+
+    runs_on_gpu = True
+    device_attributes = ("input_mean",)
 
     def __init__(self, n_in: int = 784, n_classes: int = 10,
                  hidden: Sequence[Sequence[int]] = ((48, 64), (48, 64)), tau: Numbers = 0.15,
@@ -149,6 +153,9 @@ class ConditionalMLP(Model):
             mode: overrides the policies' evaluation mode for this pass.
         """
         check_execution(execution)
+        if execution == "dense" and on_gpu(x):
+            raise ValueError('execution "dense" runs on the CPU only; on the GPU use '
+                             '"sparse" or "all_on"')
         if masks is not None and len(masks) != len(self.hidden):
             raise ValueError(f"masks must hold one mask per hidden layer "
                              f"({len(self.hidden)}), got {len(masks)}")
@@ -186,7 +193,7 @@ class ConditionalMLP(Model):
                 # relu's derivative; it is 0 on inactive blocks too, where y is exactly 0.
                 if drop_backprops[index] is not None:
                     dh = drop_backprops[index](dh)
-                dh = fc_backprops[index](dh * (layer_outputs[index] > 0))
+                dh = fc_backprops[index](relu_grad(dh, layer_outputs[index]))
                 if gate_backprops[index] is not None and (advantages is not None
                                                           or penalty is not None):
                     gate_backprops[index](advantages, penalty)

@@ -10,6 +10,8 @@ from typing import Callable, List, NamedTuple, Optional
 
 import numpy as np
 
+from condnn.device import on_gpu
+
 #: How a pass computes its products:
 #: ``sparse``: block-sparse kernels, inactive blocks skipped;
 #: ``dense``: the same function (same masks, same outputs) with dense BLAS products and the
@@ -86,5 +88,21 @@ def hidden_layer(fc, h: np.ndarray, train: bool, prev_mask: Optional[np.ndarray]
         y, fc_backprop = fc(h, train)
         if mask is not None:
             apply_block_mask(y, mask, fc.block_size)
-    np.maximum(y, 0, out=y)
+    relu_(y)
     return y, fc_backprop
+
+
+def relu_(y):
+    """``y = max(y, 0)`` in place, on y's device."""
+    if not isinstance(y, np.ndarray) and on_gpu(y):
+        from condnn.gpu import training
+        return training.relu_(y)
+    return np.maximum(y, 0, out=y)
+
+
+def relu_grad(dy, y):
+    """``dy`` where ``y > 0``, else 0 (ReLU's derivative read from its output y)."""
+    if not isinstance(y, np.ndarray) and on_gpu(y):
+        from condnn.gpu import training
+        return training.relu_grad(dy, y)
+    return dy * (y > 0)

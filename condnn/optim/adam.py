@@ -3,6 +3,7 @@ from typing import Any, ClassVar, Dict, Tuple
 
 import numpy as np
 
+from condnn.device import on_gpu
 from condnn.optim import _kernels
 from condnn.optim.optimizer import Optimizer, check_fraction
 from condnn.sparse import get_num_threads
@@ -35,6 +36,11 @@ class Adam(Optimizer):
                hyper: Dict[str, Any], lr: float, t: int) -> bool:
         beta1, beta2 = hyper["beta1"], hyper["beta2"]
         m, v = slots["m"], slots["v"]
+        if not isinstance(param, np.ndarray) and on_gpu(param):
+            from condnn.gpu import training
+            training.adam_update_(param, grad, m, v, lr=lr, t=t, beta1=beta1, beta2=beta2,
+                                  eps=hyper["eps"])
+            return True
         if _kernels.applies(param, grad, m, v):
             # One pass over memory instead of ten; it also sets grad to 0.
             _kernels.adam_update(param, grad, m, v, beta1, beta2, hyper["eps"],

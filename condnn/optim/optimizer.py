@@ -43,6 +43,12 @@ def matches(pattern: str, path: str) -> bool:
     return any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(path, pattern)
 
 
+def to_host_copy(x) -> np.ndarray:
+    """A NumPy copy of an array on either device (checkpoints hold host arrays)."""
+    from condnn.device import to_device
+    return x.copy() if isinstance(x, np.ndarray) else to_device(x, "cpu")
+
+
 def check_fraction(name: str, value: Any) -> float:
     """``value`` checked to lie in [0, 1)."""
     if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value < 1:
@@ -106,6 +112,7 @@ class Optimizer:
             for pattern, overrides in (groups or {}).items()]
         self.groups.append(ParamGroup("default", base))
 
+        self.model = model
         self.params = model.named_params()
         self.grads = model.named_grads()
         for path in self.params:
@@ -172,10 +179,22 @@ class Optimizer:
                     grad.fill(0)
         self.step_count += 1
 
+    def to_device(self, device: str) -> "Optimizer":
+        """Follows the model to ``device`` (call it after moving the model): takes the
+        model's moved parameters and gradients and moves its own state.  Returns self."""
+        from condnn.device import to_device
+        params = self.model.named_params()
+        if list(params) != list(self.params):
+            raise ValueError("the model's parameters changed since the optimizer was built")
+        self.params, self.grads = params, self.model.named_grads()
+        self.slots = {path: {name: to_device(value, device) for name, value in slots.items()}
+                      for path, slots in self.slots.items()}
+        return self
+
     def state_dict(self) -> Dict[str, Any]:
         """``{"type", "step", "slots": {param path: {slot name: array}}}``, arrays copied."""
         return {"type": type(self).__name__, "step": self.step_count,
-                "slots": {path: {name: value.copy() for name, value in slots.items()}
+                "slots": {path: {name: to_host_copy(value) for name, value in slots.items()}
                           for path, slots in self.slots.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -207,5 +226,8 @@ class Optimizer:
             raise ValueError("optimizer state does not match: " + "; ".join(problems))
         for path, mine in self.slots.items():
             for name, value in mine.items():
-                value[...] = slots[path][name]
+                if isinstance(value, np.ndarray):
+                    value[...] = slots[path][name]
+                else:       # on the GPU
+                    value.set(np.ascontiguousarray(slots[path][name], dtype=value.dtype))
         self.step_count = int(state["step"])

@@ -3,6 +3,7 @@ from typing import Any, ClassVar, Dict, Tuple
 
 import numpy as np
 
+from condnn.device import on_gpu
 from condnn.optim.optimizer import Optimizer, check_fraction
 
 
@@ -35,9 +36,14 @@ class SGD(Optimizer):
         return ("momentum",) if hyper["momentum"] else ()
 
     def update(self, param: np.ndarray, grad: np.ndarray, slots: Dict[str, np.ndarray],
-               hyper: Dict[str, Any], lr: float, t: int) -> None:
-        scalar = param.dtype.type
+               hyper: Dict[str, Any], lr: float, t: int) -> bool:
         momentum = hyper["momentum"]
+        if not isinstance(param, np.ndarray) and on_gpu(param):
+            from condnn.gpu import training
+            training.sgd_update_(param, grad, slots.get("momentum"), lr=lr, momentum=momentum,
+                                 nesterov=hyper["nesterov"])
+            return True
+        scalar = param.dtype.type
         direction = grad
         if momentum:
             velocity = slots["momentum"]
@@ -48,3 +54,4 @@ class SGD(Optimizer):
             else:
                 direction = velocity
         param -= scalar(lr) * direction
+        return False

@@ -165,3 +165,74 @@ class HostRuntime:
     @staticmethod
     def run(plan, arrays):
         run(plan, arrays)
+
+
+class DeviceArray:
+    """A stand-in for PyCUDA's GPUArray over a host buffer: the parts of it condnn uses.
+    Its memory is host memory, so the emulated kernels read and write it directly; being
+    its own type, it makes condnn's layers take their GPU paths (see :class:`Device`)."""
+
+    def __init__(self, host: np.ndarray):
+        assert host.flags.c_contiguous
+        self.host = host
+
+    shape = property(lambda self: self.host.shape)
+    dtype = property(lambda self: self.host.dtype)
+    size = property(lambda self: self.host.size)
+    ndim = property(lambda self: self.host.ndim)
+    nbytes = property(lambda self: self.host.nbytes)
+    strides = property(lambda self: self.host.strides)
+    flags = property(lambda self: self.host.flags)
+    gpudata = property(lambda self: self.host.ctypes.data)
+
+    def get(self) -> np.ndarray:
+        return self.host.copy()
+
+    def set(self, values) -> None:
+        self.host[...] = values
+
+    def fill(self, value) -> "DeviceArray":
+        self.host.fill(value)
+        return self
+
+    def __iadd__(self, other: "DeviceArray") -> "DeviceArray":
+        assert isinstance(other, DeviceArray), "a device array added to a host one"
+        self.host += other.host
+        return self
+
+    def __len__(self) -> int:
+        return len(self.host)
+
+
+class Device:
+    """Stands in for condnn.gpu's runtime with :class:`DeviceArray`s: plans run on the
+    emulator.  Patch ``condnn.gpu._runtime.runtime`` and ``.array_type`` with it
+    (:func:`patch`)."""
+
+    kind = _checks.ArrayKind(
+        DeviceArray, "DeviceArray",
+        lambda x, y: np.may_share_memory(x.host, y.host), lambda x: True)
+
+    @staticmethod
+    def empty(shape, dtype):
+        return DeviceArray(HostRuntime.empty(shape, dtype))
+
+    @staticmethod
+    def to_device(host: np.ndarray) -> DeviceArray:
+        return DeviceArray(np.array(host, order="C"))
+
+    @staticmethod
+    def to_host(x: DeviceArray) -> np.ndarray:
+        return x.get()
+
+    @staticmethod
+    def run(plan, arrays):
+        run(plan, {name: (x.host if isinstance(x, DeviceArray) else x)
+                   for name, x in arrays.items()})
+
+
+def patch(monkeypatch) -> None:
+    """Makes condnn's GPU backend the emulated :class:`Device` for one test."""
+    from condnn.gpu import _runtime
+    monkeypatch.setattr(_runtime, "runtime", lambda: Device)
+    monkeypatch.setattr(_runtime, "array_type", lambda: DeviceArray)

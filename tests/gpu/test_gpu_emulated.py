@@ -21,7 +21,7 @@ from _problems import (
     make_case,
 )
 
-from condnn.gpu import _plan
+from condnn.gpu import _plan, _runtime
 from condnn.gpu import sparse as gpu_sparse
 
 reason = _emulator.unavailable_reason()
@@ -168,7 +168,7 @@ def test_every_kernel_is_emulated():
 
 def test_public_functions_through_the_emulator(monkeypatch):
     """condnn.gpu.sparse_dot and sparse_dot_backward end to end, PyCUDA aside."""
-    monkeypatch.setattr(gpu_sparse, "runtime", lambda: _emulator.HostRuntime)
+    monkeypatch.setattr(_runtime, "runtime", lambda: _emulator.HostRuntime)
     case = make_case(np.random.default_rng(8), 48, 64, 96, 32, np.float32, 0.5, 0.5)
     out = np.full((case.n, case.m), np.nan, np.float32)
     got = gpu_sparse.sparse_dot(case.a, case.amask, case.b, case.omask, case.c, case.bs,

@@ -50,6 +50,16 @@ def test_flat_kernels_stride_past_their_grid():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_row_subtraction(dtype):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((37, 29)).astype(dtype)
+    row = rng.standard_normal(29).astype(dtype)
+    out = np.full_like(x, np.nan)
+    _run(plans.sub_row(37, 29, dtype), x=x, row=row, out=out)
+    np.testing.assert_array_equal(out, x - row)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_dropout_matches_the_layer_and_reuses_its_uniforms(dtype):
     rng = np.random.default_rng(1)
     x = rng.standard_normal(1000).astype(dtype)

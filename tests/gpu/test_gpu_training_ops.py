@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import condnn.gpu
+from condnn.gpu import _runtime
 from condnn.gpu import training as ops
 from condnn.layers.policy_gate import threshold_mask
 from condnn.layers.policy_regularizers import PolicyPenalty, log_likelihood
@@ -44,7 +45,7 @@ def emulated(monkeypatch):
     reason = _emulator.unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
-    monkeypatch.setattr(ops, "runtime", lambda: _emulator.HostRuntime)
+    monkeypatch.setattr(_runtime, "runtime", lambda: _emulator.HostRuntime)
     return Emulated
 
 

@@ -38,6 +38,7 @@ const Entry kEntries[] = {
 
 #define TRAINING_KERNELS(S)                                                                 \
     KERNEL(relu_inplace_##S), KERNEL(relu_grad_##S), KERNEL(add_scaled_##S),                \
+    KERNEL(sub_row_##S),                                                                    \
     KERNEL(dropout_##S), KERNEL(adam_update_##S), KERNEL(sgd_update_##S),                   \
     KERNEL(policy_prob_##S), KERNEL(bernoulli_mask_##S), KERNEL(threshold_mask_##S),        \
     KERNEL(row_mean_##S), KERNEL(softmax_xent_##S), KERNEL(xent_grad_##S),                  \

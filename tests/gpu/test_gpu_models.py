@@ -1,0 +1,164 @@
+"""A conditional network moved to the GPU (``model.to_gpu()``): its passes, gradients and
+optimizer steps against the same network on the CPU.  The GPU is the host emulation of the
+kernels, with its own array type, so the layers take their GPU paths; the same tests run on
+a real device where PyCUDA and a GPU are present."""
+import copy
+
+import _emulator
+import numpy as np
+import pytest
+
+import condnn
+import condnn.gpu
+from condnn.device import on_gpu, to_device
+from condnn.layers import PolicyPenalty
+from condnn.models import ConditionalMLP, DenseMLP, for_inference
+from condnn.optim import SGD, Adam
+
+
+@pytest.fixture(params=["emulated", "device"])
+def gpu(request, monkeypatch):
+    if request.param == "emulated":
+        reason = _emulator.unavailable_reason()
+        if reason is not None:
+            pytest.skip(reason)
+        _emulator.patch(monkeypatch)
+    elif not condnn.gpu.available():
+        pytest.skip(condnn.gpu.unavailable_reason())
+    return request.param
+
+
+def _model(dtype="float32", dropout=0.2, seed=1):
+    rng = np.random.default_rng(seed)
+    return ConditionalMLP(n_in=24, n_classes=3, hidden=[[4, 8], [4, 8]], tau=0.5,
+                          dropout=dropout, seed=seed, dtype=dtype,
+                          input_mean=list(rng.random(24)))
+
+
+def _data(n=40, dtype=np.float32, seed=2):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 24)).astype(dtype), rng.integers(0, 3, n)
+
+
+def _host(x):
+    return None if x is None else to_device(x, "cpu")
+
+
+def _tol(dtype):
+    return {"rtol": 1e-4, "atol": 1e-5} if dtype == "float32" else {"rtol": 1e-10,
+                                                                     "atol": 1e-12}
+
+
+def test_to_gpu_moves_parameters_gradients_and_the_input_mean(gpu):
+    model = _model()
+    params = {path: value.copy() for path, value in model.named_params().items()}
+    assert model.to_gpu() is model and model.device == "gpu"
+    assert all(on_gpu(v) for v in model.named_params().values())
+    assert all(on_gpu(v) for v in model.named_grads().values())
+    assert on_gpu(model.input_mean)
+    model.to_cpu()
+    assert model.device == "cpu"
+    for path, value in model.named_params().items():
+        assert isinstance(value, np.ndarray)
+        np.testing.assert_array_equal(value, params[path])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("mode", ["threshold", "sample"])
+def test_evaluation_pass_matches_the_cpu(gpu, dtype, mode):
+    cpu_model = _model(dtype)
+    gpu_model = copy.deepcopy(cpu_model).to_gpu()
+    x, _ = _data(dtype=np.dtype(dtype))
+    expected = cpu_model.trace(x, False, mode=mode)
+    got = gpu_model.trace(to_device(x, "gpu"), False, mode=mode)
+    assert on_gpu(got.logits)
+    for e, g in zip(expected.masks, got.masks):
+        np.testing.assert_array_equal(_host(g), e)
+    np.testing.assert_allclose(_host(got.logits), expected.logits, **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_training_pass_and_its_gradients_match_the_cpu(gpu, dtype):
+    cpu_model = _model(dtype)
+    gpu_model = copy.deepcopy(cpu_model).to_gpu()
+    x, y = _data(dtype=np.dtype(dtype))
+    expected = cpu_model.trace(x, True)
+    got = gpu_model.trace(to_device(x, "gpu"), True)
+    # The same generators draw the same masks and dropout on either device.
+    for e, g in zip(expected.masks, got.masks):
+        np.testing.assert_array_equal(_host(g), e)
+    np.testing.assert_allclose(_host(got.logits), expected.logits, **_tol(dtype))
+    rng = np.random.default_rng(3)
+    dlogits = rng.standard_normal(expected.logits.shape).astype(dtype) / len(y)
+    advantages = rng.standard_normal(len(y)).astype(dtype) / len(y)
+    penalty = PolicyPenalty(lambda_s=2.0, lambda_v=1.5, lambda_l2=1e-3)
+    expected.backprop(dlogits, advantages=advantages, penalty=penalty)
+    got.backprop(to_device(dlogits, "gpu"), advantages=to_device(advantages, "gpu"),
+                 penalty=penalty)
+    gpu_grads = gpu_model.named_grads()
+    for path, value in cpu_model.named_grads().items():
+        scale = np.abs(value).max() + 1e-30
+        np.testing.assert_allclose(_host(gpu_grads[path]) / scale, value / scale,
+                                   atol=1e-5 if dtype == "float32" else 1e-11, err_msg=path)
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda m: Adam(m, lr=0.01, groups={"policy*": {"lr": 0.03}}),
+    lambda m: SGD(m, lr=0.1, momentum=0.9, nesterov=True)])
+def test_optimizer_steps_on_the_gpu_match_the_cpu(gpu, make_optimizer):
+    cpu_model, x, y = _model(dropout=0.0), *_data()
+    gpu_model = copy.deepcopy(cpu_model)
+    cpu_opt, gpu_opt = make_optimizer(cpu_model), make_optimizer(gpu_model)
+    gpu_model.to_gpu(gpu_opt)
+    x_gpu = to_device(x, "gpu")
+    for _ in range(3):
+        for model, inputs, put in ((cpu_model, x, lambda a: a),
+                                   (gpu_model, x_gpu, lambda a: to_device(a, "gpu"))):
+            trace = model.trace(inputs, True)
+            logits = _host(trace.logits)
+            dlogits = (logits - logits.mean(axis=1, keepdims=True)).astype(np.float32) / 40
+            trace.backprop(put(dlogits))
+        cpu_opt.step()
+        gpu_opt.step()
+    gpu_params = gpu_model.named_params()
+    for path, value in cpu_model.named_params().items():
+        np.testing.assert_allclose(_host(gpu_params[path]), value, rtol=1e-4, atol=1e-5,
+                                   err_msg=path)
+    assert all(not _host(g).any() for g in gpu_model.named_grads().values())
+    state = gpu_opt.state_dict()          # host copies, as checkpoints need
+    assert all(isinstance(v, np.ndarray) for s in state["slots"].values() for v in s.values())
+
+
+def test_a_gpu_model_saves_a_checkpoint_that_loads_on_the_cpu(gpu, tmp_path):
+    model = _model()
+    x, _ = _data()
+    expected = model.trace(x, False).logits
+    model.to_gpu()
+    model.save(tmp_path / "model.h5")
+    loaded = condnn.load(tmp_path / "model.h5").model
+    assert loaded.device == "cpu"
+    np.testing.assert_array_equal(loaded.trace(x, False).logits, expected)
+
+
+def test_inputs_on_the_other_device_are_refused(gpu):
+    model = _model().to_gpu()
+    x, _ = _data()
+    with pytest.raises(ValueError, match="x is on the cpu but the model's parameters are on "
+                                         "the gpu"):
+        model.trace(x, False)
+    cpu_model = _model()
+    with pytest.raises(ValueError, match="x is on the gpu but the model's parameters"):
+        cpu_model.trace(to_device(x, "gpu"), False)
+    with pytest.raises(ValueError, match='execution "dense" runs on the CPU only'):
+        model.trace(to_device(x, "gpu"), False, execution="dense")
+
+
+def test_models_without_a_gpu_path_refuse_to_move(gpu):
+    dense = DenseMLP(n_in=24, n_classes=3, hidden=[16])
+    with pytest.raises(ValueError, match="does not run on the GPU yet"):
+        dense.to_gpu()
+    assert dense.device == "cpu"                 # nothing moved
+    with pytest.raises(ValueError, match="frozen for evaluation"):
+        for_inference(_model()).to_gpu()
+    with pytest.raises(ValueError, match="optimizer must be an optimizer of this model"):
+        _model().to_gpu(Adam(_model(), lr=0.1))
