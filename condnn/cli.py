@@ -100,6 +100,9 @@ def _train_parser(subparsers) -> None:
     p.add_argument("--val-size", type=int, dest="val_size")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="output directory (default runs/condnet)")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                   help="where to train: cpu (default) or gpu (needs the GPU extra, "
+                   "pip install \"condnn[gpu]\"); the final report times the CPU")
     p.add_argument("--resume", action="store_true", help="continue from --out/last.h5")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no epoch lines")
     p.add_argument("--no-timing", action="store_true", dest="no_timing",
@@ -188,7 +191,11 @@ def _command_train(args: argparse.Namespace) -> int:
         target = "" if config.model == "dense" else f" tau {config.tau}"
         print(f"training {config.model} {config.hidden}{target} on {config.data} for "
               f"{config.epochs} epochs into {config.out}", flush=True)
-    result = train(config, resume=args.resume, quiet=args.quiet, echo=echo)
+    if args.device == "gpu":
+        import condnn.gpu
+        if not condnn.gpu.available():
+            raise UsageError(f"--device gpu: {condnn.gpu.unavailable_reason()}")
+    result = train(config, resume=args.resume, quiet=args.quiet, echo=echo, device=args.device)
     seconds = [r["seconds"] for r in result.log]
     report = checkpoint_report(result.best_path, data=config.data, timing=not args.no_timing,
                                batch1_examples=args.batch1_examples,

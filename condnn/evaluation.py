@@ -4,6 +4,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from condnn.device import to_device
 from condnn.flops import dense_macs, executed_macs
 from condnn.layers.softmax_cross_entropy import softmax_cross_entropy
 
@@ -37,7 +38,9 @@ class Evaluation:
 def evaluate(model, x: np.ndarray, y: np.ndarray, *, batch_size: int = 1000,
              execution: str = "sparse", mode: Optional[str] = None,
              classes: Optional[int] = None) -> Evaluation:
-    """Runs ``model.trace(x, train=False)`` over (x, y) in batches and summarises it.
+    """Runs ``model.trace(x, train=False)`` over (x, y) in batches and summarises it; x and y
+    are host arrays whatever the model's device (a model on the GPU gets each batch copied
+    there).
 
     Args:
         model: a model of :mod:`condnn.models`.
@@ -56,9 +59,13 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, *, batch_size: int = 1000,
     on_counts: List[np.ndarray] = []
     blocks_seen: List[int] = []
     per_class = np.bincount(y, minlength=classes).astype(np.float64)
+    device = getattr(model, "device", "cpu")
     for start in range(0, len(y), batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        trace = model.trace(xb, False, execution=execution, mode=mode)
+        trace = model.trace(to_device(xb, device), False, execution=execution, mode=mode)
+        if device != "cpu":       # a model on the GPU: its outputs, read back per batch
+            trace = trace._replace(logits=to_device(trace.logits, "cpu"),
+                                   masks=[to_device(m, "cpu") for m in trace.masks])
         result = softmax_cross_entropy(trace.logits, yb)
         total_loss += result.loss * len(yb)
         errors += int((trace.logits.argmax(axis=1) != yb).sum())

@@ -18,6 +18,7 @@ from typing import List
 import numpy as np
 
 from condnn.baselines import Baseline, MovingAverageBaseline
+from condnn.device import on_gpu, to_device
 from condnn.flops import flops_fraction
 from condnn.layers.policy_regularizers import PolicyPenalty
 from condnn.layers.softmax_cross_entropy import softmax_cross_entropy
@@ -63,14 +64,19 @@ class ConditionalObjective:
         self.penalty = PolicyPenalty(lambda_s, lambda_v, lambda_l2)
         self.baseline = baseline if baseline is not None else MovingAverageBaseline()
         self.normalize_advantages = bool(normalize_advantages)
+        self._baseline_state = None          # the baseline's state on the GPU, once used
 
     def l2_value(self, model) -> float:
-        """``lambda_l2`` times the squared norm of every ``*/W`` and ``*/Z``."""
+        """``lambda_l2`` times the squared norm of every ``*/W`` and ``*/Z`` (of a model on
+        the GPU, from host copies)."""
         if not self.penalty.lambda_l2:
             return 0.0
-        return self.penalty.lambda_l2 * sum(
-            float(np.vdot(param, param)) for path, param in model.named_params().items()
-            if path.rsplit("/", 1)[-1] in ("W", "Z"))
+        squares = 0.0
+        for path, param in model.named_params().items():
+            if path.rsplit("/", 1)[-1] in ("W", "Z"):
+                param = to_device(param, "cpu")
+                squares += float(np.vdot(param, param))
+        return self.penalty.lambda_l2 * squares
 
     def step(self, model, x: np.ndarray, y: np.ndarray, execution: str = "sparse",
              report_l2: bool = True) -> StepResult:
@@ -80,32 +86,106 @@ class ConditionalObjective:
         ``report_l2=False`` leaves the L2 term's value out of the result (0): it is a pass
         over every weight, which a trainer can make once per epoch instead of per batch;
         its gradient is added all the same."""
+        if on_gpu(x):
+            return self._step_gpu(model, x, y, execution, report_l2)
         trace = model.trace(x, True, execution=execution)
         loss = softmax_cross_entropy(trace.logits, y)
         n = len(y)
-        gates = getattr(model, "gates", [])
         advantages = None
-        if gates:
+        if getattr(model, "gates", []):
             advantages = self.baseline.advantages(x, loss.losses)
             if self.normalize_advantages:
                 advantages /= np.sqrt(np.mean(advantages * advantages)) + 1e-12
             advantages /= n
         trace.backprop(loss.backprop(), advantages=advantages, penalty=self.penalty)
+        self._add_l2_grads(model)
+        return self.summary(model, trace.logits, y, loss.losses, trace.masks, trace.probs,
+                            execution, self.l2_value(model) if report_l2 else 0.0)
 
-        policy_penalty = 0.0
-        for gate, prob in zip(gates, trace.probs):
-            if prob is not None:
-                policy_penalty += self.penalty.value_and_grad(prob, gate.tau)[0]
-        l2 = self.l2_value(model) if report_l2 else 0.0
+    def _add_l2_grads(self, model) -> None:
         lambda_l2 = self.penalty.lambda_l2
         if lambda_l2:
             grads = model.named_grads()
             for path, param in model.named_params().items():
                 if path.endswith("/W"):     # the gates add Z's (PolicyGate's backprop)
                     add_scaled(grads[path], 2 * lambda_l2, param)
-        activation = [float(m.mean()) if m is not None else 1.0 for m in trace.masks]
-        fraction = flops_fraction(model.products(), trace.masks, n,
+
+    def summary(self, model, logits: np.ndarray, y: np.ndarray, losses: np.ndarray,
+                masks, probs, execution: str, l2: float) -> StepResult:
+        """The :class:`StepResult` of a step from what its pass gave (host arrays)."""
+        gates = getattr(model, "gates", [])
+        policy_penalty = 0.0
+        for gate, prob in zip(gates, probs):
+            if prob is not None:
+                policy_penalty += self.penalty.value_and_grad(prob, gate.tau)[0]
+        nll = float(np.mean(losses, dtype=np.float64))
+        activation = [float(m.mean()) if m is not None else 1.0 for m in masks]
+        fraction = flops_fraction(model.products(), masks, len(y),
                                   with_policy=execution != "all_on")
-        errors = int((trace.logits.argmax(axis=1) != y).sum())
-        return StepResult(loss.loss + policy_penalty + l2, loss.loss, policy_penalty, l2,
-                          errors, activation, fraction)
+        errors = int((logits.argmax(axis=1) != y).sum())
+        return StepResult(nll + policy_penalty + l2, nll, policy_penalty, l2, errors,
+                          activation, fraction)
+
+    def _step_gpu(self, model, x, y, execution: str, report_l2: bool) -> "DeviceStep":
+        """:meth:`step` on GPU arrays (x, and y as int64): every computation of the
+        gradients runs on the device, and nothing is read back; the result is a
+        :class:`DeviceStep`, whose :meth:`DeviceStep.result` reads its statistics later."""
+        from condnn.gpu import training
+        trace = model.trace(x, True, execution=execution)
+        losses, probs = training.softmax_cross_entropy(trace.logits, y)
+        n = x.shape[0]
+        advantages = None
+        if getattr(model, "gates", []):
+            advantages = training.advantages(losses, self.baseline.name,
+                                              self._device_baseline_state(),
+                                              momentum=getattr(self.baseline, "momentum", 0.0),
+                                              normalize=self.normalize_advantages)
+        dlogits = training.xent_grad(probs, y, 1.0 / n, out=probs)
+        trace.backprop(dlogits, advantages=advantages, penalty=self.penalty)
+        self._add_l2_grads(model)
+        return DeviceStep(self, model, trace.logits, y, losses, list(trace.masks),
+                          list(trace.probs), execution,
+                          self.l2_value(model) if report_l2 else 0.0)
+
+    def _device_baseline_state(self):
+        """The baseline's state on the GPU: (moving average, has a value), made from the
+        host baseline at the first GPU step; :meth:`sync_baseline` copies it back."""
+        if self.baseline.name not in ("none", "batch-min", "moving-average"):
+            raise NotImplementedError(f"the {self.baseline.name!r} baseline does not run on "
+                                      f"the GPU; use none, batch-min or moving-average")
+        if self._baseline_state is None:
+            value = getattr(self.baseline, "value", None)
+            self._baseline_state = to_device(
+                np.array([0.0 if value is None else value, value is not None], np.float64),
+                "gpu")
+        return self._baseline_state
+
+    def sync_baseline(self) -> None:
+        """Copies the GPU steps' baseline state into the host baseline (whose state_dict
+        checkpoints save); a no-op before any GPU step."""
+        if self._baseline_state is not None and hasattr(self.baseline, "value"):
+            value, has_value = to_device(self._baseline_state, "cpu")
+            self.baseline.value = float(value) if has_value else None
+
+
+@dataclass
+class DeviceStep:
+    """A GPU step's outputs, kept on the device until :meth:`result` reads them (a trainer
+    does so after the epoch, so the steps never wait for a copy to the host)."""
+
+    objective: "ConditionalObjective"
+    model: object
+    logits: object
+    y: object
+    losses: object
+    masks: List[object]
+    probs: List[object]
+    execution: str
+    l2: float
+
+    def result(self) -> StepResult:
+        """The step's :class:`StepResult`."""
+        host = lambda x: None if x is None else to_device(x, "cpu")   # noqa: E731
+        return self.objective.summary(self.model, host(self.logits), host(self.y),
+                                      host(self.losses), [host(m) for m in self.masks],
+                                      [host(p) for p in self.probs], self.execution, self.l2)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from condnn import datasets
 from condnn.baselines import Baseline, make_baseline
 from condnn.checkpoint import restore
+from condnn.device import check_device, to_device
 from condnn.evaluation import evaluate
 from condnn.model import Model
 from condnn.models import BlockDropoutMLP, ConditionalMLP, DenseMLP
@@ -152,7 +153,7 @@ def _config_differences(a: TrainConfig, b: TrainConfig) -> List[str]:
 def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False,
           echo: Optional[Callable[[str], None]] = print,
           data: Optional[datasets.DataSet] = None,
-          stop_after: Optional[int] = None) -> TrainResult:
+          stop_after: Optional[int] = None, device: str = "cpu") -> TrainResult:
     """Trains the model of ``config``; see the module docstring for what is written.
 
     Each epoch's log record holds: ``epoch``; ``train_loss`` (mean NLL of the training
@@ -173,7 +174,12 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False,
         data: the data set to use instead of loading ``config.data`` (tests, benchmarks).
         stop_after: run at most this many epochs in this call (the schedule is still that
             of ``config.epochs``); resume later to go on.
+        device: "cpu" or "gpu": where the model trains (:meth:`condnn.Model.to_gpu`).  On
+            the GPU each batch is copied to the device and the step runs there; its
+            statistics are read back once the epoch is done.  Checkpoints hold host arrays
+            either way, so a run resumes on either device.
     """
+    device = check_device(device)
     config = from_mapping(config.to_dict())
     split = load_split(config, data)
     n_in = split.x_train.shape[1]
@@ -211,6 +217,8 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False,
     elif hasattr(model, "calibrate"):
         # Data-dependent start: every block on for tau of the examples (see calibrate).
         model.calibrate(split.x_train[:CALIBRATION_EXAMPLES])
+    if device == "gpu":
+        model.to_gpu(optimizer)
     with open(os.path.join(config.out, CONFIG_NAME), "w", encoding="utf-8") as f:
         json.dump(config.to_dict(), f, indent=2)
 
@@ -242,6 +250,7 @@ def _run_epochs(model: Model, objective: ConditionalObjective, optimizer: Optimi
         record["lr"] = rates["default"]
         record["policy_lr"] = rates.get(POLICY_GROUP)
         start = time.perf_counter()
+        objective.sync_baseline()            # the GPU steps' baseline, for the checkpoint
         val = evaluate(model, split.x_val, split.y_val)
         record.update(val_error=val.error, val_loss=val.loss, mean_activation=val.activation,
                       val_mean_activation=val.mean_activation,
@@ -272,28 +281,32 @@ def _train_epoch(model: Model, objective: ConditionalObjective, optimizer: Optim
                  split: Split, config: TrainConfig, data_rng: np.random.Generator, epoch: int,
                  steps: int, quiet: bool) -> Dict[str, Any]:
     """One pass over the training examples; the epoch's log record so far."""
-    totals = {"nll": 0.0, "objective": 0.0, "penalty": 0.0, "errors": 0, "flops": 0.0}
-    activation_sums: Optional[np.ndarray] = None
-    seen = 0
+    totals = {"nll": 0.0, "objective": 0.0, "penalty": 0.0, "errors": 0, "flops": 0.0,
+              "seen": 0, "activation": None}
     start = time.perf_counter()
     batches = tqdm(datasets.minibatches(split.x_train, split.y_train, config.batch_size,
                                         rng=data_rng),
                    total=steps, desc=f"epoch {epoch}", leave=False,
                    disable=not _progress_enabled(quiet))
+    deferred, gpu = [], model.device == "gpu"
     for xb, yb in batches:
+        if gpu:
+            # The statistics stay on the device until the epoch is done.
+            deferred.append(objective.step(model, to_device(xb, "gpu"),
+                                           to_device(yb.astype(np.int64), "gpu"),
+                                           report_l2=False))
+            optimizer.step()
+            continue
         result = objective.step(model, xb, yb, report_l2=False)
         optimizer.step()
-        n = len(yb)
-        seen += n
-        totals["nll"] += result.nll * n
-        totals["objective"] += result.objective * n
-        totals["penalty"] += result.policy_penalty * n
-        totals["errors"] += result.errors
-        totals["flops"] += result.flops_fraction * n
-        activation = np.asarray(result.activation, dtype=np.float64) * n
-        activation_sums = activation if activation_sums is None else activation_sums + activation
+        _accumulate(totals, result, len(yb))
         batches.set_postfix(loss=f"{result.nll:.4f}", refresh=False)
+    for step in deferred:
+        _accumulate(totals, step.result(), len(step.losses))
+    # On the GPU this includes waiting for the device's last steps and reading back their
+    # statistics, so it is the epoch's whole time.
     seconds = time.perf_counter() - start
+    seen, activation_sums = totals["seen"], totals["activation"]
     # The weights' L2 term, at the end of the epoch (per batch it is a pass over them all).
     return {"epoch": epoch, "train_loss": totals["nll"] / seen,
             "train_objective": totals["objective"] / seen + objective.l2_value(model),
@@ -302,6 +315,20 @@ def _train_epoch(model: Model, objective: ConditionalObjective, optimizer: Optim
             "train_activation": [] if activation_sums is None
             else (activation_sums / seen).tolist(),
             "train_flops_fraction": totals["flops"] / seen, "seconds": seconds}
+
+
+def _accumulate(totals: Dict[str, Any], result, n: int) -> None:
+    """Adds one step's :class:`condnn.objective.StepResult` (of n examples) to the epoch's
+    sums."""
+    totals["seen"] += n
+    totals["nll"] += result.nll * n
+    totals["objective"] += result.objective * n
+    totals["penalty"] += result.policy_penalty * n
+    totals["errors"] += result.errors
+    totals["flops"] += result.flops_fraction * n
+    activation = np.asarray(result.activation, dtype=np.float64) * n
+    totals["activation"] = activation if totals["activation"] is None \
+        else totals["activation"] + activation
 
 
 def _summary_line(record: Dict[str, Any]) -> str:

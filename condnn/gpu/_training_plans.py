@@ -14,11 +14,13 @@ from condnn.gpu._plan import Buf, Plan, Zero, RaiseIfFlagged, _Builder, _cdiv, _
 
 __all__ = ["relu_inplace", "relu_grad", "add_scaled", "sub_row", "dropout", "adam_update", "sgd_update",
            "policy_prob", "bernoulli_mask", "threshold_mask", "softmax_xent", "xent_grad",
-           "policy_grad", "LABEL_MESSAGE"]
+           "policy_grad", "advantages", "BASELINE_KINDS", "LABEL_MESSAGE"]
 
 _THREADS = 256
 _MAX_BLOCKS = 4096      # flat kernels stride over their elements beyond this many blocks
 LABEL_MESSAGE = "labels must lie in [0, classes)"
+#: The baselines the advantages kernel computes, by its ``kind`` argument.
+BASELINE_KINDS = {"none": 0, "batch-min": 1, "moving-average": 2}
 
 
 def _flat(bld: _Builder, kernel: str, size: int, *args) -> None:
@@ -137,4 +139,16 @@ def policy_grad(n: int, nb: int, dtype, tau: float, eps: float, lambda_s: float,
           Buf("advantages") if has_advantages else None, colsum, rowmean, _i32(n), _i32(nb),
           _scalar(dtype, tau), _scalar(dtype, lambda_s), _scalar(dtype, lambda_v),
           _scalar(dtype, 0.5 - eps), Buf("dz"))
+    return bld.plan()
+
+
+def advantages(n: int, dtype, baseline: str, momentum: float, normalize: bool) -> Plan:
+    """out = the REINFORCE advantages of the costs, divided by n, from ``baseline``
+    ("none", "batch-min" or "moving-average", whose float64 (value, has_value) ``state``
+    it also updates); one thread block."""
+    bld = _Builder(dtype)
+    if n:
+        bld.launch(f"advantages_{bld.suffix}", (1, 1, 1), (_THREADS, 1, 1), Buf("costs"),
+                   _i32(n), np.int32(BASELINE_KINDS[baseline]), Buf("state"),
+                   np.float64(momentum), np.int32(bool(normalize)), Buf("out"))
     return bld.plan()

@@ -228,6 +228,73 @@ __device__ __forceinline__ void policy_grad(const T* __restrict__ prob,
     }
 }
 
+// The REINFORCE advantages of one batch, in one thread block of 256 threads (the
+// baselines of condnn.baselines, in float64 as there): with C the costs (n),
+//   kind 0 (none):            b = 0
+//   kind 1 (batch-min):       b = min_i C_i
+//   kind 2 (moving-average):  b = state[0] if state[1] != 0 else mean_i C_i, and then
+//                             state = (momentum state[0] + (1 - momentum) mean, 1), or
+//                             (mean, 1) for the first batch
+//   a_i = C_i - b;  with normalize, a_i /= sqrt(mean_i a_i^2) + 1e-12;  out_i = a_i / n.
+// Sums are tree reductions in a fixed order: the result does not vary between runs.
+__device__ __forceinline__ double block_sum(double v, double* s)
+{
+    const int tid = threadIdx.x;
+    s[tid] = v;
+    __syncthreads();
+    for (int half = 128; half > 0; half >>= 1) {
+        if (tid < half) s[tid] += s[tid + half];
+        __syncthreads();
+    }
+    const double total = s[0];
+    __syncthreads();                           // s is rewritten by the next reduction
+    return total;
+}
+
+__device__ __forceinline__ double block_min(double v, double* s)
+{
+    const int tid = threadIdx.x;
+    s[tid] = v;
+    __syncthreads();
+    for (int half = 128; half > 0; half >>= 1) {
+        if (tid < half) s[tid] = s[tid + half] < s[tid] ? s[tid + half] : s[tid];
+        __syncthreads();
+    }
+    const double total = s[0];
+    __syncthreads();
+    return total;
+}
+
+template <typename T>
+__device__ __forceinline__ void advantages(const T* __restrict__ costs, int n, int kind,
+                                           double* __restrict__ state, double momentum,
+                                           int normalize, T* __restrict__ out)
+{
+    __shared__ double s[256];
+    const int tid = threadIdx.x;
+    double local = 0.0, low = INFINITY;
+    for (int i = tid; i < n; i += 256) {
+        local += (double)costs[i];
+        low = fmin(low, (double)costs[i]);
+    }
+    const double mean = block_sum(local, s) / n;
+    double b = 0.0;
+    if (kind == 1) b = block_min(low, s);
+    if (kind == 2) b = state[1] != 0.0 ? state[0] : mean;
+    double squares = 0.0;
+    for (int i = tid; i < n; i += 256) {
+        const double a = (double)costs[i] - b;
+        squares += a * a;
+    }
+    const double scale = normalize ? 1.0 / (sqrt(block_sum(squares, s) / n) + 1e-12) : 1.0;
+    for (int i = tid; i < n; i += 256) out[i] = (T)(((double)costs[i] - b) * scale / n);
+    __syncthreads();                           // every thread has read the state
+    if (kind == 2 && tid == 0) {
+        state[0] = state[1] != 0.0 ? momentum * state[0] + (1.0 - momentum) * mean : mean;
+        state[1] = 1.0;
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 #define TRAINING(SUFFIX, T)                                                                 \
     extern "C" __global__ void __launch_bounds__(256) relu_inplace_##SUFFIX(                \
@@ -294,6 +361,11 @@ __device__ __forceinline__ void policy_grad(const T* __restrict__ prob,
         T half_minus_eps, T* __restrict__ dz) {                                             \
         policy_grad<T>(prob, mask, advantages, colsum, rowmean, n, nb, tau, lambda_s,       \
                        lambda_v, half_minus_eps, dz);                                       \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256) advantages_##SUFFIX(                  \
+        const T* __restrict__ costs, int n, int kind, double* __restrict__ state,           \
+        double momentum, int normalize, T* __restrict__ out) {                              \
+        advantages<T>(costs, n, kind, state, momentum, normalize, out);                     \
     }
 
 TRAINING(f32, float)

@@ -23,7 +23,7 @@ from condnn.gpu import _runtime
 
 __all__ = ["relu_", "relu_grad", "add_scaled_", "sub_row", "dropout", "adam_update_", "sgd_update_",
            "policy_prob_", "bernoulli_mask", "threshold_mask", "softmax_cross_entropy",
-           "xent_grad", "policy_grad"]
+           "xent_grad", "policy_grad", "advantages"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -249,3 +249,27 @@ def policy_grad(prob, mask, advantages=None, *, tau: float, eps: float,
     rt.run(plans.policy_grad(n, nb, dtype, float(tau), float(eps), float(lambda_s),
                              float(lambda_v), advantages is not None), arrays)
     return arrays["dz"]
+
+
+def advantages(costs, baseline: str, state, *, momentum: float = 0.9, normalize: bool = True,
+               out=None):
+    """The REINFORCE advantages ``(C_i - b_i) / n`` of the costs C (n), divided by their root
+    mean square first when ``normalize`` (:class:`condnn.objective.ConditionalObjective`'s
+    computation), with b from ``baseline``: "none", "batch-min" or "moving-average"
+    (:mod:`condnn.baselines`).  ``state``: a float64 array of 2, the moving average and
+    whether it holds a value (0 or 1), updated in place; the other baselines leave it."""
+    if baseline not in plans.BASELINE_KINDS:
+        raise ValueError(f"baseline must be one of {tuple(plans.BASELINE_KINDS)} on the GPU, "
+                         f"got {baseline!r}")
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) \
+            or not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
+    rt = _runtime.runtime()
+    dtype = _float(rt, "costs", costs)
+    if len(costs.shape) != 1:
+        raise ValueError(f"costs must be 1-D (one per example), got shape {tuple(costs.shape)}")
+    _check(rt, "state", state, (2,), np.dtype(np.float64))
+    out = _result(rt, "out", out, costs.shape, dtype)
+    rt.run(plans.advantages(costs.shape[0], dtype, baseline, float(momentum), normalize),
+           {"costs": costs, "state": state, "out": out})
+    return out

@@ -111,7 +111,7 @@ def test_optimizer_steps_on_the_gpu_match_the_cpu(gpu, make_optimizer):
     cpu_opt, gpu_opt = make_optimizer(cpu_model), make_optimizer(gpu_model)
     gpu_model.to_gpu(gpu_opt)
     x_gpu = to_device(x, "gpu")
-    for _ in range(3):
+    for _ in range(2):
         for model, inputs, put in ((cpu_model, x, lambda a: a),
                                    (gpu_model, x_gpu, lambda a: to_device(a, "gpu"))):
             trace = model.trace(inputs, True)

@@ -215,3 +215,25 @@ def test_empty_calls_launch_nothing():
                  plans.policy_grad(0, 4, np.float32, 0.5, 0.01, 1.0, 1.0, True),
                  plans.threshold_mask(0, 4, np.float64)):
         assert plan.steps == ()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["none", "batch-min", "moving-average"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_advantages_match_the_objectives_baselines(dtype, name, normalize):
+    from condnn.baselines import make_baseline
+    rng = np.random.default_rng(10)
+    baseline = make_baseline(name, 4, momentum=0.8)
+    state = np.zeros(2)
+    for n in (1, 300, 129):                       # one thread block strides past 256
+        costs = rng.random(n).astype(dtype) * 3
+        expected = baseline.advantages(None, costs)
+        if normalize:
+            expected = expected / (np.sqrt(np.mean(expected * expected)) + 1e-12)
+        expected = expected / n
+        out = np.full(n, np.nan, dtype)
+        _run(plans.advantages(n, dtype, name, 0.8, normalize), costs=costs, state=state,
+             out=out)
+        np.testing.assert_allclose(out, expected, **_tol(dtype))
+        if name == "moving-average":
+            assert state[1] == 1 and state[0] == pytest.approx(baseline.value, rel=1e-12)

@@ -23,26 +23,33 @@ struct Entry {
     Entry{#name, [](dim3 g, dim3 b, void** p) { emu::launch(&name, g, b, p); },             \
           [](int* s, int cap) { return emu::param_sizes(&name, s, cap); }}
 
+// A kernel whose threads never cooperate (see emu::launch).
+#define INDEPENDENT(name)                                                                   \
+    Entry{#name, [](dim3 g, dim3 b, void** p) { emu::launch(&name, g, b, p, true); },       \
+          [](int* s, int cap) { return emu::param_sizes(&name, s, cap); }}
+
 const Entry kEntries[] = {
     KERNEL(ss_forward_f32),         KERNEL(ss_forward_bt_f32),
     KERNEL(ss_forward_f32_narrow),  KERNEL(ss_forward_bt_f32_narrow),
     KERNEL(ss_forward_f64),         KERNEL(ss_forward_bt_f64),
     KERNEL(ss_weight_grad_f32),     KERNEL(ss_weight_grad_f32_narrow),
     KERNEL(ss_weight_grad_f64),     KERNEL(mask_index),
-    KERNEL(check_mask_values),      KERNEL(masked_copy_f32),
-    KERNEL(masked_copy_f64),        KERNEL(mask_epilogue_f32),
-    KERNEL(mask_epilogue_f64),      KERNEL(zero_inactive_f32),
-    KERNEL(zero_inactive_f64),      KERNEL(colsum_partial_f32),
-    KERNEL(colsum_partial_f64),     KERNEL(colsum_final_f32),
-    KERNEL(colsum_final_f64),
+    KERNEL(check_mask_values),           INDEPENDENT(masked_copy_f32),
+    INDEPENDENT(masked_copy_f64),        INDEPENDENT(mask_epilogue_f32),
+    INDEPENDENT(mask_epilogue_f64),      INDEPENDENT(zero_inactive_f32),
+    INDEPENDENT(zero_inactive_f64),      KERNEL(colsum_partial_f32),
+    KERNEL(colsum_partial_f64),          INDEPENDENT(colsum_final_f32),
+    INDEPENDENT(colsum_final_f64),
 
+// Every training kernel but advantages is flat: one thread per element, none cooperating.
 #define TRAINING_KERNELS(S)                                                                 \
-    KERNEL(relu_inplace_##S), KERNEL(relu_grad_##S), KERNEL(add_scaled_##S),                \
-    KERNEL(sub_row_##S),                                                                    \
-    KERNEL(dropout_##S), KERNEL(adam_update_##S), KERNEL(sgd_update_##S),                   \
-    KERNEL(policy_prob_##S), KERNEL(bernoulli_mask_##S), KERNEL(threshold_mask_##S),        \
-    KERNEL(row_mean_##S), KERNEL(softmax_xent_##S), KERNEL(xent_grad_##S),                  \
-    KERNEL(policy_grad_##S)
+    INDEPENDENT(relu_inplace_##S), INDEPENDENT(relu_grad_##S),                              \
+    INDEPENDENT(add_scaled_##S), INDEPENDENT(sub_row_##S), INDEPENDENT(dropout_##S),        \
+    INDEPENDENT(adam_update_##S), INDEPENDENT(sgd_update_##S),                              \
+    INDEPENDENT(policy_prob_##S), INDEPENDENT(bernoulli_mask_##S),                          \
+    INDEPENDENT(threshold_mask_##S), INDEPENDENT(row_mean_##S),                             \
+    INDEPENDENT(softmax_xent_##S), INDEPENDENT(xent_grad_##S),                              \
+    INDEPENDENT(policy_grad_##S), KERNEL(advantages_##S)
     TRAINING_KERNELS(f32),
     TRAINING_KERNELS(f64),
 };
