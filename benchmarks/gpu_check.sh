@@ -10,7 +10,9 @@
 # 2. builds condnn's compiled CPU kernels in place in this checkout, fetching nothing;
 #    PyCUDA, those wheels and the checkout are put on PYTHONPATH, and nothing is installed
 #    into python3's environment;
-# 3. runs the GPU tests: tests/gpu/test_gpu_{sparse,import,checks,training_ops}.py;
+# 3. runs the GPU tests: tests/gpu/test_gpu_{sparse,import,checks,training_ops,models,
+#    training}.py;
+# 3b. times training on the CPU and the GPU: benchmarks/training_speed.py;
 # 4. runs the GPU benchmark, benchmarks/sparse_dot_gpu.py (GPU_CHECK_BENCH_ARGS: extra
 #    arguments, e.g. --quick), its tables written to OUT_DIR after every point.
 #
@@ -146,10 +148,20 @@ t=$(( $(left) - 150 ))
 [ "$t" -lt 60 ] && t=60
 timeout "$t" python3 -m pytest -q -p no:cacheprovider -o addopts="" \
   tests/gpu/test_gpu_sparse.py tests/gpu/test_gpu_import.py tests/gpu/test_gpu_checks.py \
-  tests/gpu/test_gpu_training_ops.py \
+  tests/gpu/test_gpu_training_ops.py tests/gpu/test_gpu_models.py tests/gpu/test_gpu_training.py \
   2>&1 | tee "$out/gpu_tests.log"
 tests_status=${PIPESTATUS[0]}
 echo "gpu_check: tests exit status $tests_status"
+
+step "training speed"
+t=$(( $(left) - 150 ))
+if [ "$t" -gt 30 ]; then
+  [ "$t" -gt 120 ] && t=120
+  timeout "$t" python3 benchmarks/training_speed.py --steps 20 --out-dir "$out"
+  echo "gpu_check: training speed exit status $?"
+else
+  echo "gpu_check: no time left for the training speed"
+fi
 
 step "GPU benchmark"
 t=$(( $(left) - 10 ))
@@ -165,5 +177,5 @@ fi
 
 step "done"
 echo "tests: exit status $tests_status; benchmark: exit status $bench_status"
-echo "results in $out: gpu_check.log gpu_tests.log and the benchmark's sparse_dot_gpu*.csv/.md"
+echo "results in $out: gpu_check.log gpu_tests.log training_speed.csv/.md and the benchmark's sparse_dot_gpu*.csv/.md"
 exit "$tests_status"

@@ -46,13 +46,12 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import benchlib  # noqa: E402
+from training_speed import seconds_per_epoch  # noqa: E402
 
 import condnn  # noqa: E402
 from condnn import datasets  # noqa: E402
-from condnn.inference_timing import THREAD_VARIABLES, single_core  # noqa: E402
-from condnn.objective import ConditionalObjective  # noqa: E402
+from condnn.inference_timing import THREAD_VARIABLES  # noqa: E402
 from condnn.report import checkpoint_report  # noqa: E402
-from condnn.train import build_baseline, build_model, build_optimizer, load_split  # noqa: E402
 from condnn.train_config import TrainConfig  # noqa: E402
 
 TABLE_COLUMNS = ["model", "description", "test_error_pct", "mean_activation",
@@ -136,26 +135,6 @@ def _finished(out: str, settings: Dict[str, Any]) -> bool:
         return False
     return same and bool(epochs) and epochs[-1] == settings["epochs"] \
         and os.path.exists(os.path.join(out, "best.h5"))
-
-
-def seconds_per_epoch_alone(config: TrainConfig, data: datasets.DataSet, steps: int) -> float:
-    """Training seconds per epoch of ``config``'s model on one core, from ``steps`` steps
-    timed alone (the first two, warm-up, not counted)."""
-    split = load_split(config, data)
-    model = build_model(config, split.x_train.shape[1], split.classes)
-    steps_per_epoch = -(-len(split.y_train) // config.batch_size)
-    optimizer = build_optimizer(config, model, config.epochs * steps_per_epoch)
-    objective = ConditionalObjective(config.lambda_s, config.lambda_v, config.lambda_l2,
-                                     build_baseline(config, split.x_train.shape[1]))
-    rng = np.random.default_rng(0)
-    with single_core():
-        for step in range(steps + 2):
-            if step == 2:
-                start = time.perf_counter()
-            batch = rng.integers(0, len(split.y_train), config.batch_size)
-            objective.step(model, split.x_train[batch], split.y_train[batch])
-            optimizer.step()
-        return (time.perf_counter() - start) / steps * steps_per_epoch
 
 
 def describe(widths: Sequence[int]) -> str:
@@ -242,9 +221,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     reports = {name: checkpoint_report(path, data=args.data, batch1_examples=batch1,
                                        data_set=data, repeats=3)
                for name, path in jobs.done.items()}
-    alone = {name: seconds_per_epoch_alone(base if name == "condnet" else
-                                           base.replace(model="dense", hidden=block_widths),
-                                           data, step_sample)
+    alone = {name: seconds_per_epoch(base if name == "condnet" else
+                                     base.replace(model="dense", hidden=block_widths),
+                                     data, step_sample, threads=1)
              for name in ("condnet", "dense_twin")}
     logs = {}
     for name, path in jobs.done.items():

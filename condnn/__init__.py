@@ -5,7 +5,7 @@ from condnn.sparse import (get_num_threads, set_num_threads, sparse_dot,
 
 __version__ = "0.1.0"
 
-from condnn import initializers, layers, optim  # noqa: E402
+from condnn import device, initializers, layers, optim  # noqa: E402
 from condnn.checkpoint import (Checkpoint, CheckpointError, load,  # noqa: E402
                                restore)
 from condnn.gradcheck import (GradcheckError, GradcheckReport,  # noqa: E402
@@ -23,4 +23,4 @@ __all__ = ["sparse_dot", "sparse_dot_backward", "set_num_threads", "get_num_thre
            "Layer", "Dense", "BlockSparseDense", "ReLU", "Tanh", "Sigmoid", "Dropout",
            "BlockDropout", "Sequential", "softmax_cross_entropy",
            "glorot_uniform", "he_normal", "check_gradients", "check_layer",
-           "GradcheckError", "GradcheckReport", "layers", "optim", "initializers"]
+           "GradcheckError", "GradcheckReport", "layers", "optim", "initializers", "device"]

@@ -6,7 +6,6 @@ Layers dispatch on their input: an array on the GPU runs the GPU kernels
 :func:`to_device` is the one place that copies, and a model moves as a whole
 (``model.to_gpu()``, ``model.to_cpu()``).
 """
-import sys
 from typing import Any
 
 import numpy as np

@@ -79,15 +79,20 @@ class ConditionalObjective:
         return self.penalty.lambda_l2 * squares
 
     def step(self, model, x: np.ndarray, y: np.ndarray, execution: str = "sparse",
-             report_l2: bool = True) -> StepResult:
+             report_l2: bool = True, check_labels: bool = True) -> StepResult:
         """A training forward and backward pass on (x, y): adds the gradient of J (and the
         policy's estimate) into the model's gradients, for the optimizer to apply.
 
         ``report_l2=False`` leaves the L2 term's value out of the result (0): it is a pass
         over every weight, which a trainer can make once per epoch instead of per batch;
-        its gradient is added all the same."""
+        its gradient is added all the same.
+
+        On the GPU (x and y GPU arrays, y int64) the step returns a :class:`DeviceStep`
+        instead, and nothing in it waits for the device unless ``check_labels``, which
+        checks y on the device (a trainer whose labels come from a checked data set turns it
+        off)."""
         if on_gpu(x):
-            return self._step_gpu(model, x, y, execution, report_l2)
+            return self._step_gpu(model, x, y, execution, report_l2, check_labels)
         trace = model.trace(x, True, execution=execution)
         loss = softmax_cross_entropy(trace.logits, y)
         n = len(y)
@@ -126,13 +131,14 @@ class ConditionalObjective:
         return StepResult(nll + policy_penalty + l2, nll, policy_penalty, l2, errors,
                           activation, fraction)
 
-    def _step_gpu(self, model, x, y, execution: str, report_l2: bool) -> "DeviceStep":
+    def _step_gpu(self, model, x, y, execution: str, report_l2: bool,
+                  check_labels: bool) -> "DeviceStep":
         """:meth:`step` on GPU arrays (x, and y as int64): every computation of the
         gradients runs on the device, and nothing is read back; the result is a
         :class:`DeviceStep`, whose :meth:`DeviceStep.result` reads its statistics later."""
         from condnn.gpu import training
         trace = model.trace(x, True, execution=execution)
-        losses, probs = training.softmax_cross_entropy(trace.logits, y)
+        losses, probs = training.softmax_cross_entropy(trace.logits, y, check_labels)
         n = x.shape[0]
         advantages = None
         if getattr(model, "gates", []):

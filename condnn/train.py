@@ -291,10 +291,11 @@ def _train_epoch(model: Model, objective: ConditionalObjective, optimizer: Optim
     deferred, gpu = [], model.device == "gpu"
     for xb, yb in batches:
         if gpu:
-            # The statistics stay on the device until the epoch is done.
+            # The statistics stay on the device until the epoch is done; the labels were
+            # checked with the data set.
             deferred.append(objective.step(model, to_device(xb, "gpu"),
                                            to_device(yb.astype(np.int64), "gpu"),
-                                           report_l2=False))
+                                           report_l2=False, check_labels=False))
             optimizer.step()
             continue
         result = objective.step(model, xb, yb, report_l2=False)

@@ -14,7 +14,7 @@ from condnn.gpu._plan import Buf, Plan, Zero, RaiseIfFlagged, _Builder, _cdiv, _
 
 __all__ = ["relu_inplace", "relu_grad", "add_scaled", "sub_row", "dropout", "adam_update", "sgd_update",
            "policy_prob", "bernoulli_mask", "threshold_mask", "softmax_xent", "xent_grad",
-           "policy_grad", "advantages", "BASELINE_KINDS", "LABEL_MESSAGE"]
+           "policy_grad", "advantages", "check_mask", "BASELINE_KINDS", "LABEL_MESSAGE"]
 
 _THREADS = 256
 _MAX_BLOCKS = 4096      # flat kernels stride over their elements beyond this many blocks
@@ -101,8 +101,9 @@ def threshold_mask(n: int, nb: int, dtype) -> Plan:
     return _single("threshold_mask", dtype, n, Buf("prob"), Buf("mask"), _i32(n), _i32(nb))
 
 
-def softmax_xent(n: int, classes: int, dtype) -> Plan:
-    """losses and probs of logits and labels; raises ValueError for a label out of range."""
+def softmax_xent(n: int, classes: int, dtype, check_labels: bool = True) -> Plan:
+    """losses and probs of logits and labels; with ``check_labels``, raises ValueError for
+    a label out of range (reading a flag back from the device)."""
     bld = _Builder(dtype)
     if n == 0:
         return bld.plan()
@@ -110,7 +111,15 @@ def softmax_xent(n: int, classes: int, dtype) -> Plan:
     bld.steps.append(Zero(flag, 4))
     _flat(bld, "softmax_xent", n, Buf("logits"), Buf("labels"), _i32(n), _i32(classes),
           Buf("losses"), Buf("probs"), flag)
-    bld.steps.append(RaiseIfFlagged(flag, ((1, LABEL_MESSAGE),)))
+    if check_labels:
+        bld.steps.append(RaiseIfFlagged(flag, ((1, LABEL_MESSAGE),)))
+    return bld.plan()
+
+
+def check_mask(size: int) -> Plan:
+    """Raises ValueError if the ``size`` bytes of ``mask`` hold other values than 0 and 1."""
+    bld = _Builder(np.float32)
+    bld.check_mask_values([("mask", size)])
     return bld.plan()
 
 

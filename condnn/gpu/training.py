@@ -14,16 +14,17 @@ through the host emulation of the kernels), with these conventions:
   from a generator of the caller's choice (on the device, or drawn on the host and uploaded
   so that a GPU run draws exactly the masks of a CPU run).
 """
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 
+from condnn._checks import mask_values_message
 from condnn.gpu import _training_plans as plans
 from condnn.gpu import _runtime
 
 __all__ = ["relu_", "relu_grad", "add_scaled_", "sub_row", "dropout", "adam_update_", "sgd_update_",
            "policy_prob_", "bernoulli_mask", "threshold_mask", "softmax_cross_entropy",
-           "xent_grad", "policy_grad", "advantages"]
+           "xent_grad", "policy_grad", "advantages", "check_mask"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -194,17 +195,30 @@ def _logits_and_labels(rt, logits, labels) -> Tuple[np.dtype, int, int]:
     return dtype, n, classes
 
 
-def softmax_cross_entropy(logits, labels):
+def softmax_cross_entropy(logits, labels, check_labels: bool = True):
     """Per-example losses ``logsumexp(z_i) - z_i[y_i]`` and the softmax probabilities
     (layers.softmax_cross_entropy); returns ``(losses, probs)``.  A label outside
-    ``[0, classes)`` raises ValueError (which reads a flag back from the device)."""
+    ``[0, classes)`` raises ValueError, which reads a flag back from the device (a wait for
+    the work queued before); ``check_labels=False`` skips that for labels checked already
+    (a data set's), and such a label then gives a NaN loss."""
     rt = _runtime.runtime()
     dtype, n, classes = _logits_and_labels(rt, logits, labels)
     losses = rt.empty((n,), dtype)
     probs = rt.empty((n, classes), dtype)
-    rt.run(plans.softmax_xent(n, classes, dtype), {"logits": logits, "labels": labels,
-                                                   "losses": losses, "probs": probs})
+    rt.run(plans.softmax_xent(n, classes, dtype, bool(check_labels)),
+           {"logits": logits, "labels": labels, "losses": losses, "probs": probs})
     return losses, probs
+
+
+def check_mask(name: str, mask) -> None:
+    """Raises ValueError (naming ``name``) if the uint8 mask holds values other than 0 and
+    1; reads a flag back from the device."""
+    rt = _runtime.runtime()
+    _check(rt, name, mask, dtype=np.dtype(np.uint8))
+    try:
+        rt.run(plans.check_mask(mask.size), {"mask": mask})
+    except ValueError:
+        raise ValueError(mask_values_message(name)) from None
 
 
 def xent_grad(probs, labels, d_mean: float, d_losses=None, out=None):

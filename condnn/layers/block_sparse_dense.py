@@ -1,10 +1,11 @@
 """Fully connected layer computed block-sparsely: the conditional layer's product."""
+from functools import partial
 from typing import Optional, Tuple
 
 import numpy as np
 
 from condnn.block_weights import BlockWeights
-from condnn.device import check_same_device
+from condnn.device import check_same_device, on_gpu
 from condnn.initializers import Initializer, glorot_uniform
 from condnn.layers.base import (Backprop, Layer, check_input, check_output_grad, check_size,
                                 float_dtype)
@@ -83,7 +84,11 @@ class BlockSparseDense(Layer):
         return self.frozen if masked else W
 
     def forward(self, x: np.ndarray, train: bool, amask: Optional[np.ndarray] = None,
-                omask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Backprop]:
+                omask: Optional[np.ndarray] = None,
+                masks_checked: bool = False) -> Tuple[np.ndarray, Backprop]:
+        """``masks_checked``: the masks are known to hold only 0 and 1 (a model's own,
+        from its policies), so the GPU need not check them, which waits for the device.
+        The CPU checks them either way (cheaply)."""
         check_input("BlockSparseDense", x, self.n_in, self.dtype)
         W, b, block_size = self.params["W"], self.params["b"], self.block_size
         check_same_device("BlockSparseDense", x, W)
@@ -94,11 +99,17 @@ class BlockSparseDense(Layer):
         if omask is not None and self.n_out % block_size:
             raise ValueError(f"BlockSparseDense: omask needs block_size {block_size} to "
                              f"divide n_out = {self.n_out}")
-        y = sparse_dot(x, amask, weights, omask, b, block_size)
+        if on_gpu(x):
+            from condnn import gpu
+            product = partial(gpu.sparse_dot, check_masks=not masks_checked)
+            gradients = partial(gpu.sparse_dot_backward, check_masks=not masks_checked)
+        else:
+            product, gradients = sparse_dot, sparse_dot_backward
+        y = product(x, amask, weights, omask, b, block_size)
 
         def backprop(dy: np.ndarray) -> np.ndarray:
             check_output_grad("BlockSparseDense", dy, y.shape)
-            dx, dW, db = sparse_dot_backward(dy, x, amask, W, omask, block_size)
+            dx, dW, db = gradients(dy, x, amask, W, omask, block_size)
             self.grads["W"] += dW
             self.grads["b"] += db
             return dx

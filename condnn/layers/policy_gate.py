@@ -9,7 +9,7 @@ from condnn.layers.base import Layer, check_input, check_size, float_dtype
 from condnn.layers.policy_regularizers import PolicyPenalty, log_likelihood
 from condnn.rng import RngLike, as_generator
 from condnn.optim.kernels import add_scaled
-from condnn.sparse import sparse_dot, sparse_dot_backward
+from condnn.sparse import sparse_dot
 
 MODES = ("sample", "threshold")
 
@@ -182,12 +182,18 @@ class PolicyGate(Layer):
         """:meth:`forward` on GPU arrays: the same probabilities and decisions (the uniforms
         of sampled masks come from the same generator, uploaded), and a backprop of the
         same gradients (``dprob`` aside)."""
+        from condnn import gpu
         from condnn.gpu import training
         Z, d = self.params["Z"], self.params["d"]
         block_size = self.input_block_size or 1
         if amask is not None and self.input_block_size is None:
             raise ValueError("PolicyGate: amask needs the gate built with input_block_size")
-        prob = training.policy_prob_(sparse_dot(h, amask, Z, None, d, block_size), self.eps)
+        # The model's own amask is 0/1 by construction: no check that would wait for the
+        # device.
+        prob = training.policy_prob_(gpu.sparse_dot(h, amask, Z, None, d, block_size,
+                                                    check_masks=False), self.eps)
+        if mask is not None:
+            training.check_mask("PolicyGate: mask", mask)
         if mask is None:
             chosen = self.mode if mode is None else check_mode(mode)
             if train or chosen == "sample":
@@ -207,7 +213,8 @@ class PolicyGate(Layer):
                                       lambda_s=lambda_s, lambda_v=lambda_v)
             # h.T @ dz, the column sums of dz and dz @ Z.T (masked by amask) are the
             # gradients of the product z = (h * Am) @ Z + d.
-            dh, dZ, dd = sparse_dot_backward(dz, h, amask, Z, None, block_size)
+            dh, dZ, dd = gpu.sparse_dot_backward(dz, h, amask, Z, None, block_size,
+                                                 check_masks=False)
             self.grads["Z"] += dZ
             self.grads["d"] += dd
             if penalty is not None and penalty.lambda_l2:

@@ -184,7 +184,8 @@ class ConditionalMLP(Model):
             out_masks.append(mask)
             probs.append(prob)
             h, prev_mask = y, mask
-        logits, out_backprop = self.out(h, train, amask=prev_mask if sparse else None)
+        logits, out_backprop = self.out(h, train, amask=prev_mask if sparse else None,
+                                        masks_checked=True)
 
         def backprop(dlogits: np.ndarray, advantages: Optional[np.ndarray] = None,
                      penalty: Optional[PolicyPenalty] = None) -> None:

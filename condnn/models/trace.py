@@ -83,7 +83,9 @@ def hidden_layer(fc, h: np.ndarray, train: bool, prev_mask: Optional[np.ndarray]
     keeps h, not y, and its derivative is read from y by the caller.
     """
     if sparse:
-        y, fc_backprop = fc(h, train, amask=prev_mask, omask=mask)
+        # The masks are the model's own (its policies' 0/1 decisions, or given ones that
+        # the policies checked).
+        y, fc_backprop = fc(h, train, amask=prev_mask, omask=mask, masks_checked=True)
     else:
         y, fc_backprop = fc(h, train)
         if mask is not None:

@@ -106,7 +106,7 @@ def test_training_pass_and_its_gradients_match_the_cpu(gpu, dtype):
     lambda m: Adam(m, lr=0.01, groups={"policy*": {"lr": 0.03}}),
     lambda m: SGD(m, lr=0.1, momentum=0.9, nesterov=True)])
 def test_optimizer_steps_on_the_gpu_match_the_cpu(gpu, make_optimizer):
-    cpu_model, x, y = _model(dropout=0.0), *_data()
+    cpu_model, (x, _) = _model(dropout=0.0), _data()
     gpu_model = copy.deepcopy(cpu_model)
     cpu_opt, gpu_opt = make_optimizer(cpu_model), make_optimizer(gpu_model)
     gpu_model.to_gpu(gpu_opt)

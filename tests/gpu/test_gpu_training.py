@@ -113,3 +113,36 @@ def test_the_command_line_says_why_it_cannot_train_on_the_gpu(tmp_path):
                            "--out", str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 2
     assert "--device gpu: " in done.stderr and condnn.gpu.unavailable_reason() in done.stderr
+
+
+def test_a_training_step_never_waits_for_the_device(monkeypatch):
+    """Nothing is read back from the GPU inside a step and its optimizer update (emulated:
+    the reads are counted)."""
+    if _emulator.unavailable_reason() is not None:
+        pytest.skip(_emulator.unavailable_reason())
+    _emulator.patch(monkeypatch)
+    reads = []
+    monkeypatch.setattr(_emulator.EmulatorBackend, "read_int32",
+                        lambda self, ptr: reads.append(ptr) or 0)
+    monkeypatch.setattr(_emulator.Device, "to_host",
+                        staticmethod(lambda x: reads.append(x) or x.get()))
+    model = ConditionalMLP(n_in=784, n_classes=10, hidden=[[4, 8], [4, 8]], tau=0.5,
+                           dropout=0.2)
+    optimizer = condnn.optim.Adam(model, lr=0.01)
+    model.to_gpu(optimizer)
+    objective = ConditionalObjective(2.0, 1.0, 1e-4)
+    x, y = to_device(DATA.x_train[:16], "gpu"), to_device(DATA.y_train[:16], "gpu")
+    step = objective.step(model, x, y, report_l2=False, check_labels=False)
+    optimizer.step()
+    assert reads == []
+    step.result()                        # reading the statistics is what waits
+    assert reads
+
+
+def test_bad_labels_and_masks_are_caught_on_the_gpu(gpu):
+    model = ConditionalMLP(n_in=784, n_classes=10, hidden=[[4, 8]], tau=0.5).to_gpu()
+    x = to_device(DATA.x_train[:4], "gpu")
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, classes\)"):
+        ConditionalObjective().step(model, x, to_device(np.array([0, 1, 10, 2]), "gpu"))
+    with pytest.raises(ValueError, match="PolicyGate: mask must hold only 0 and 1"):
+        model.trace(x, False, masks=[to_device(np.full((4, 4), 2, np.uint8), "gpu")])
