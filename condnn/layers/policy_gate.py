@@ -7,8 +7,8 @@ from condnn.device import check_same_device, on_gpu, to_device
 from condnn.initializers import Initializer, glorot_uniform
 from condnn.layers.base import Layer, check_input, check_size, float_dtype
 from condnn.layers.policy_regularizers import PolicyPenalty, log_likelihood
-from condnn.rng import RngLike, as_generator
 from condnn.optim.kernels import add_scaled
+from condnn.rng import RngLike, as_generator
 from condnn.sparse import sparse_dot
 
 MODES = ("sample", "threshold")
@@ -192,8 +192,6 @@ class PolicyGate(Layer):
         # device.
         prob = training.policy_prob_(gpu.sparse_dot(h, amask, Z, None, d, block_size,
                                                     check_masks=False), self.eps)
-        if mask is not None:
-            training.check_mask("PolicyGate: mask", mask)
         if mask is None:
             chosen = self.mode if mode is None else check_mode(mode)
             if train or chosen == "sample":
@@ -203,6 +201,8 @@ class PolicyGate(Layer):
                 mask = training.threshold_mask(prob)
         elif tuple(mask.shape) != tuple(prob.shape):
             raise ValueError(f"PolicyGate: mask must have shape {prob.shape}, got {mask.shape}")
+        else:       # a caller's mask: checked once here, so no product checks it again
+            training.check_mask("PolicyGate: mask", mask)
 
         def backprop(advantages=None, penalty: Optional[PolicyPenalty] = None, dprob=None):
             if dprob is not None:
