@@ -56,7 +56,7 @@ class TrainConfig:
     hidden: List[Any] = field(default_factory=lambda: [[48, 64], [48, 64]])
     tau: Union[float, List[float]] = 0.15
     eps: float = 0.01
-    policy_init_scale: float = 5.0
+    policy_init_scale: float = 12.0
     mode: str = "threshold"
     dropout: float = 0.2
     lambda_s: float = 80.0

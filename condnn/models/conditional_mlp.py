@@ -65,7 +65,7 @@ class ConditionalMLP(Model):
 
     def __init__(self, n_in: int = 784, n_classes: int = 10,
                  hidden: Sequence[Sequence[int]] = ((48, 64), (48, 64)), tau: Numbers = 0.15,
-                 eps: float = 0.01, mode: str = "threshold", policy_init_scale: float = 5.0,
+                 eps: float = 0.01, mode: str = "threshold", policy_init_scale: float = 12.0,
                  dropout: float = 0.0, seed: int = 0, dtype: str = "float32",
                  input_mean: Optional[Sequence[float]] = None) -> None:
         self.n_in = check_size("n_in", n_in)
