@@ -182,7 +182,10 @@ class Optimizer:
     def to_device(self, device: str) -> "Optimizer":
         """Follows the model to ``device`` (call it after moving the model): takes the
         model's moved parameters and gradients and moves its own state.  Returns self."""
-        from condnn.device import to_device
+        from condnn.device import check_device, to_device
+        if check_device(device) == "gpu" and self.clip_norm is not None:
+            raise NotImplementedError("clip_norm does not run on the GPU yet; build the "
+                                      "optimizer without it to train there")
         params = self.model.named_params()
         if list(params) != list(self.params):
             raise ValueError("the model's parameters changed since the optimizer was built")

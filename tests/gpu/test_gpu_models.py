@@ -162,3 +162,7 @@ def test_models_without_a_gpu_path_refuse_to_move(gpu):
         for_inference(_model()).to_gpu()
     with pytest.raises(ValueError, match="optimizer must be an optimizer of this model"):
         _model().to_gpu(Adam(_model(), lr=0.1))
+    model = _model()
+    with pytest.raises(NotImplementedError, match="clip_norm does not run on the GPU"):
+        model.to_gpu(Adam(model, lr=0.1, clip_norm=1.0))
+    assert model.device == "cpu"
