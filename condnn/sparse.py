@@ -116,7 +116,7 @@ def sparse_dot(a: np.ndarray, amask: Optional[np.ndarray], b: np.ndarray,
         array([[2., 2., 0., 0.],
                [0., 0., 2., 2.]], dtype=float32)
     """
-    if not isinstance(a, np.ndarray) and on_gpu(a):
+    if on_gpu(a):
         from condnn import gpu
         return gpu.sparse_dot(a, amask, b, omask, c, block_size, out=out)
     # b stored block by block: its slabs go to the kernels, a stand-in of its shape and
@@ -170,7 +170,7 @@ def sparse_dot_backward(grad_out: np.ndarray, a: np.ndarray, amask: Optional[np.
 
     The arguments are those given to :func:`sparse_dot`, with ``grad_out`` of shape (n, m).
     """
-    if not isinstance(a, np.ndarray) and on_gpu(a):
+    if on_gpu(a):
         from condnn import gpu
         return gpu.sparse_dot_backward(grad_out, a, amask, b, omask, block_size)
     if isinstance(b, BlockWeights):

@@ -2,20 +2,13 @@
 are those of a smoke run: no check on them)."""
 import csv
 import json
-import os
-import subprocess
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmark_scripts import run_benchmark
 
 
 def test_quick_run_writes_the_table_and_the_plot(tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]), CONDNN_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "mnist_results.py"),
-                           "--quick", "--out-dir", str(tmp_path)], capture_output=True,
-                          text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    run_benchmark("mnist_results.py", "--quick", "--out-dir", str(tmp_path),
+                  CONDNN_NUM_THREADS="1")
     with open(tmp_path / "mnist_results_quick.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["model"][:3] for r in rows] == ["(a)", "(a'", "(b)", "(c)", "(d)", "(e)"]

@@ -39,7 +39,8 @@ from condnn.gpu import _runtime
 __all__ = ["sparse_dot", "sparse_dot_backward"]
 
 
-def _check_layout(**arrays) -> None:
+def check_layout(**arrays) -> None:
+    """Raises ValueError for any array given that is not C-contiguous."""
     for name, x in arrays.items():
         if x is not None and not x.flags.c_contiguous:
             raise ValueError(f"{name} must be C-contiguous (the GPU backend does not copy "
@@ -83,7 +84,7 @@ def sparse_dot(a, amask, b, omask, c, block_size: int, out=None, *, method: str 
     rt = _runtime.runtime()
     kind = rt.kind
     n, k, m, bs = _checks.check_forward(a, amask, b, omask, c, block_size, out, kind)
-    _check_layout(a=a, amask=amask, b=b, omask=omask, c=c, out=out)
+    check_layout(a=a, amask=amask, b=b, omask=omask, c=c, out=out)
     plan = _plan.forward(n, k, m, bs, a.dtype, amask is not None, omask is not None,
                          c is not None, method, bool(check_masks))
     if out is None:
@@ -114,7 +115,7 @@ def sparse_dot_backward(grad_out, a, amask, b, omask, block_size: int, *,
     rt = _runtime.runtime()
     kind = rt.kind
     n, k, m, bs = _checks.check_backward(grad_out, a, amask, b, omask, block_size, kind)
-    _check_layout(grad_out=grad_out, a=a, amask=amask, b=b, omask=omask)
+    check_layout(grad_out=grad_out, a=a, amask=amask, b=b, omask=omask)
     plan = _plan.backward(n, k, m, bs, a.dtype, amask is not None, omask is not None,
                           method, bool(check_masks))
     da = rt.empty((n, k), a.dtype)

@@ -14,19 +14,31 @@ through the host emulation of the kernels), with these conventions:
   from a generator of the caller's choice (on the device, or drawn on the host and uploaded
   so that a GPU run draws exactly the masks of a CPU run).
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
 from condnn._checks import mask_values_message
-from condnn.gpu import _training_plans as plans
 from condnn.gpu import _runtime
+from condnn.gpu import _training_plans as plans
+from condnn.gpu.sparse import check_layout
 
-__all__ = ["relu_", "relu_grad", "add_scaled_", "sub_row", "dropout", "adam_update_", "sgd_update_",
-           "policy_prob_", "bernoulli_mask", "threshold_mask", "softmax_cross_entropy",
+__all__ = ["relu_", "relu_grad", "add_scaled_", "sub_row", "dropout", "adam_update_",
+           "sgd_update_", "policy_prob_", "bernoulli_mask", "threshold_mask", "softmax_cross_entropy",
            "xent_grad", "policy_grad", "advantages", "check_mask"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _number(name: str, value, low: float, high: Optional[float] = None,
+            low_open: bool = False) -> None:
+    """Raises ValueError unless value is a number from low (excluded if ``low_open``) up
+    to, not including, high (no bound: None)."""
+    fits = not isinstance(value, bool) and isinstance(value, (int, float)) \
+        and (low < value if low_open else low <= value) and (high is None or value < high)
+    if not fits:
+        what = f">= {low}" if high is None else f"in {'(' if low_open else '['}{low}, {high})"
+        raise ValueError(f"{name} must be a number {what}, got {value!r}")
 
 
 def _check(rt, name: str, x, shape=None, dtype=None) -> None:
@@ -36,9 +48,7 @@ def _check(rt, name: str, x, shape=None, dtype=None) -> None:
         raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {x.dtype}")
     if shape is not None and tuple(x.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(x.shape)}")
-    if not x.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous (the GPU backend does not copy "
-                         f"arguments), got strides {x.strides}; pass {name}.copy()")
+    check_layout(**{name: x})
 
 
 def _float(rt, name: str, x, shape=None, dtype=None) -> np.dtype:
@@ -99,8 +109,7 @@ def sub_row(x, row, out=None):
 def dropout(x, uniform, rate: float, out=None):
     """Inverted dropout (layers.Dropout): ``x / (1 - rate)`` where ``uniform >= rate``, else
     0.  Called again with the same uniforms on dy, it is the backward pass.  out may be x."""
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-        raise ValueError(f"rate must be a number in [0, 1), got {rate!r}")
+    _number("rate", rate, 0, 1)
     rt = _runtime.runtime()
     dtype = _float(rt, "x", x)
     _float(rt, "uniform", uniform, x.shape, dtype)
@@ -110,8 +119,7 @@ def dropout(x, uniform, rate: float, out=None):
 
 
 def _check_step(lr: float, t: int) -> None:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr >= 0:
-        raise ValueError(f"lr must be a number >= 0, got {lr!r}")
+    _number("lr", lr, 0)
     if isinstance(t, bool) or not isinstance(t, int) or t < 1:
         raise ValueError(f"t must be the step number, an int >= 1, got {t!r}")
 
@@ -149,8 +157,7 @@ def sgd_update_(param, grad, velocity=None, *, lr: float, momentum: float = 0.0,
 def policy_prob_(z, eps: float):
     """The policy's probabilities ``1/2 + (1/2 - eps) tanh(z / 2)`` from its logits, in
     place (layers.PolicyGate); returns z."""
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 0.5:
-        raise ValueError(f"eps must be a number in [0, 0.5), got {eps!r}")
+    _number("eps", eps, 0, 0.5)
     rt = _runtime.runtime()
     dtype = _float(rt, "z", z)
     rt.run(plans.policy_prob(z.size, dtype, float(eps)), {"z": z})
@@ -242,13 +249,10 @@ def policy_grad(prob, mask, advantages=None, *, tau: float, eps: float,
     ``sum_i A_i log pi(u_i)`` (advantages A, None for none) and of
     ``lambda_s (L_b + L_e) + lambda_v L_v`` at target tau (PolicyGate's backprop, before
     the products with its input)."""
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau < 1:
-        raise ValueError(f"tau must be a number in (0, 1), got {tau!r}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 0.5:
-        raise ValueError(f"eps must be a number in [0, 0.5), got {eps!r}")
-    for name, value in (("lambda_s", lambda_s), ("lambda_v", lambda_v)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    _number("tau", tau, 0, 1, low_open=True)
+    _number("eps", eps, 0, 0.5)
+    _number("lambda_s", lambda_s, 0)
+    _number("lambda_v", lambda_v, 0)
     rt = _runtime.runtime()
     dtype = _float(rt, "prob", prob)
     if len(prob.shape) != 2:
@@ -275,9 +279,7 @@ def advantages(costs, baseline: str, state, *, momentum: float = 0.9, normalize:
     if baseline not in plans.BASELINE_KINDS:
         raise ValueError(f"baseline must be one of {tuple(plans.BASELINE_KINDS)} on the GPU, "
                          f"got {baseline!r}")
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) \
-            or not 0 <= momentum < 1:
-        raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
+    _number("momentum", momentum, 0, 1)
     rt = _runtime.runtime()
     dtype = _float(rt, "costs", costs)
     if len(costs.shape) != 1:

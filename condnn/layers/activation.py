@@ -4,7 +4,6 @@ from typing import Any
 import numpy as np
 
 from condnn.device import on_gpu
-
 from condnn.layers.base import FLOAT_DTYPES
 
 

@@ -64,6 +64,7 @@ class BlockSparseDense(Layer):
         self._frozen_source = W
 
     def check_movable(self, device: str) -> None:
+        super().check_movable(device)
         if device == "gpu" and self.frozen is not None:
             raise ValueError("BlockSparseDense: a layer frozen for evaluation (freeze / "
                              "for_inference) stays on the CPU; move the model it was copied "

@@ -96,7 +96,7 @@ def hidden_layer(fc, h: np.ndarray, train: bool, prev_mask: Optional[np.ndarray]
 
 def relu_(y):
     """``y = max(y, 0)`` in place, on y's device."""
-    if not isinstance(y, np.ndarray) and on_gpu(y):
+    if on_gpu(y):
         from condnn.gpu import training
         return training.relu_(y)
     return np.maximum(y, 0, out=y)
@@ -104,7 +104,7 @@ def relu_(y):
 
 def relu_grad(dy, y):
     """``dy`` where ``y > 0``, else 0 (ReLU's derivative read from its output y)."""
-    if not isinstance(y, np.ndarray) and on_gpu(y):
+    if on_gpu(y):
         from condnn.gpu import training
         return training.relu_grad(dy, y)
     return dy * (y > 0)

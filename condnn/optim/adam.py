@@ -36,7 +36,7 @@ class Adam(Optimizer):
                hyper: Dict[str, Any], lr: float, t: int) -> bool:
         beta1, beta2 = hyper["beta1"], hyper["beta2"]
         m, v = slots["m"], slots["v"]
-        if not isinstance(param, np.ndarray) and on_gpu(param):
+        if on_gpu(param):
             from condnn.gpu import training
             training.adam_update_(param, grad, m, v, lr=lr, t=t, beta1=beta1, beta2=beta2,
                                   eps=hyper["eps"])

@@ -9,7 +9,7 @@ from condnn.sparse import get_num_threads
 
 def add_scaled(y: np.ndarray, alpha: float, x: np.ndarray) -> None:
     """``y += alpha * x`` in place (x and y of one shape; on the GPU, GPU arrays)."""
-    if not isinstance(y, np.ndarray) and on_gpu(y):
+    if on_gpu(y):
         from condnn.gpu import training
         training.add_scaled_(y, alpha, x)
     elif _kernels.applies(y, x):

@@ -28,6 +28,7 @@ from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from condnn.device import check_device, to_device
 from condnn.layers.base import Layer
 from condnn.optim.clipping import clip_grad_norm
 from condnn.optim.kernels import add_scaled
@@ -45,7 +46,6 @@ def matches(pattern: str, path: str) -> bool:
 
 def to_host_copy(x) -> np.ndarray:
     """A NumPy copy of an array on either device (checkpoints hold host arrays)."""
-    from condnn.device import to_device
     return x.copy() if isinstance(x, np.ndarray) else to_device(x, "cpu")
 
 
@@ -179,13 +179,16 @@ class Optimizer:
                     grad.fill(0)
         self.step_count += 1
 
-    def to_device(self, device: str) -> "Optimizer":
-        """Follows the model to ``device`` (call it after moving the model): takes the
-        model's moved parameters and gradients and moves its own state.  Returns self."""
-        from condnn.device import check_device, to_device
+    def check_movable(self, device: str) -> None:
+        """Raises if this optimizer cannot run on ``device`` (before anything moves)."""
         if check_device(device) == "gpu" and self.clip_norm is not None:
             raise NotImplementedError("clip_norm does not run on the GPU yet; build the "
                                       "optimizer without it to train there")
+
+    def to_device(self, device: str) -> "Optimizer":
+        """Follows the model to ``device`` (call it after moving the model): takes the
+        model's moved parameters and gradients and moves its own state.  Returns self."""
+        self.check_movable(device)
         params = self.model.named_params()
         if list(params) != list(self.params):
             raise ValueError("the model's parameters changed since the optimizer was built")

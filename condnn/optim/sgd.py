@@ -38,7 +38,7 @@ class SGD(Optimizer):
     def update(self, param: np.ndarray, grad: np.ndarray, slots: Dict[str, np.ndarray],
                hyper: Dict[str, Any], lr: float, t: int) -> bool:
         momentum = hyper["momentum"]
-        if not isinstance(param, np.ndarray) and on_gpu(param):
+        if on_gpu(param):
             from condnn.gpu import training
             training.sgd_update_(param, grad, slots.get("momentum"), lr=lr, momentum=momentum,
                                  nesterov=hyper["nesterov"])

@@ -1,31 +1,17 @@
 """A conditional network moved to the GPU (``model.to_gpu()``): its passes, gradients and
 optimizer steps against the same network on the CPU.  The GPU is the host emulation of the
 kernels, with its own array type, so the layers take their GPU paths; the same tests run on
-a real device where PyCUDA and a GPU are present."""
+a real device where PyCUDA and a GPU are present (the ``gpu`` fixture, conftest.py)."""
 import copy
 
-import _emulator
 import numpy as np
 import pytest
 
 import condnn
-import condnn.gpu
 from condnn.device import on_gpu, to_device
 from condnn.layers import PolicyPenalty
 from condnn.models import ConditionalMLP, DenseMLP, for_inference
 from condnn.optim import SGD, Adam
-
-
-@pytest.fixture(params=["emulated", "device"])
-def gpu(request, monkeypatch):
-    if request.param == "emulated":
-        reason = _emulator.unavailable_reason()
-        if reason is not None:
-            pytest.skip(reason)
-        _emulator.patch(monkeypatch)
-    elif not condnn.gpu.available():
-        pytest.skip(condnn.gpu.unavailable_reason())
-    return request.param
 
 
 def _model(dtype="float32", dropout=0.2, seed=1):

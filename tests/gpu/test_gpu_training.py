@@ -24,18 +24,6 @@ import synthetic_idx
 DATA = synthetic_idx.data_set(n_train=600, n_test=100)
 
 
-@pytest.fixture(params=["emulated", "device"])
-def gpu(request, monkeypatch):
-    if request.param == "emulated":
-        reason = _emulator.unavailable_reason()
-        if reason is not None:
-            pytest.skip(reason)
-        _emulator.patch(monkeypatch)
-    elif not condnn.gpu.available():
-        pytest.skip(condnn.gpu.unavailable_reason())
-    return request.param
-
-
 # The other baselines' kernel is tested in test_gpu_training_kernels.py.
 @pytest.mark.parametrize("baseline", ["moving-average"])
 def test_an_objective_step_matches_the_cpu(gpu, baseline):
