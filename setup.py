@@ -8,8 +8,13 @@ architecture the compiler knows.  Two compiler features are used when available:
 * ``-march=native``, so the micro-kernels use the widest vector unit of the machine that
   builds them.  Set ``CONDNN_PORTABLE=1`` to build for the compiler's default target instead
   (for a wheel meant for other machines).
+
+On x86 the compiler never fuses a multiply and an add on its own (``-ffp-contract=off``):
+the micro-kernels fuse them explicitly when the target has FMA, so that a result does not
+depend on which loops the compiler chose to fuse.
 """
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -39,6 +44,7 @@ def _compiler_accepts(compiler_cmd, flags, source):
 
 _OPENMP_PROBE = "#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n"
 _PLAIN_PROBE = "int main(void){return 0;}\n"
+_X86 = ("x86_64", "amd64", "i386", "i686")
 
 
 class BuildExt(build_ext):
@@ -49,7 +55,9 @@ class BuildExt(build_ext):
         compile_flags, link_flags = [], []
         if compiler and self.compiler.compiler_type == "unix":
             compiler = compiler[:1]
-            compile_flags += ["-O3", "-fno-math-errno", "-ffp-contract=fast"]
+            # On x86 the micro-kernels fuse their multiply-adds themselves (_microkernels.h).
+            contract = "off" if platform.machine().lower() in _X86 else "fast"
+            compile_flags += ["-O3", "-fno-math-errno", f"-ffp-contract={contract}"]
             if os.environ.get("CONDNN_PORTABLE", "") not in ("1", "true", "yes"):
                 for flag in ("-march=native", "-mcpu=native"):
                     if _compiler_accepts(compiler, [flag], _PLAIN_PROBE):
@@ -75,7 +83,7 @@ extensions = [
         ["condnn/_sparse.pyx"],
         include_dirs=[numpy.get_include(), "condnn"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        depends=["condnn/_microkernels.h"],
+        depends=["condnn/_microkernels.h", "condnn/_microkernels_impl.h"],
     ),
     Extension(
         "condnn.optim._kernels",

@@ -79,19 +79,59 @@ CONDNN_INLINE void condnn_stream_finish(condnn_stream *s) {
 /* The most vectors of columns in a tile (for tiles of a single row). */
 #define CONDNN_NV_MAX 8
 
+/*
+ * Multiply-adds.  On x86 with FMA they are fused explicitly (intrinsics) and the compiler
+ * fuses nothing on its own (setup.py builds with -ffp-contract=off there): left to it, GCC
+ * fused some loops and not others (its tuning for AMD Zen keeps single accumulator chains
+ * unfused) and judged the copies of a loop made for the prefetch stream differently, so a
+ * product rounded one way or the other with the address of the next weight block.  Other
+ * targets write x * y + z and the compiler contracts it as its flags say.
+ * FMA(x, y, z) = x * y + z for scalars; VFMA(x, y, z) for vectors; VFMA1 with y a scalar.
+ */
+#if defined(__FMA__) && defined(__AVX__)
+#include <immintrin.h>
+#define CONDNN_FMA_float(x, y, z) __builtin_fmaf((x), (y), (z))
+#define CONDNN_FMA_double(x, y, z) __builtin_fma((x), (y), (z))
+#define CONDNN_VFMA_float(x, y, z) \
+    ((condnn_vf32)_mm256_fmadd_ps((__m256)(x), (__m256)(y), (__m256)(z)))
+#define CONDNN_VFMA_double(x, y, z) \
+    ((condnn_vf64)_mm256_fmadd_pd((__m256d)(x), (__m256d)(y), (__m256d)(z)))
+#define CONDNN_VFMA1_float(x, y, z) CONDNN_VFMA_float((x), _mm256_set1_ps(y), (z))
+#define CONDNN_VFMA1_double(x, y, z) CONDNN_VFMA_double((x), _mm256_set1_pd(y), (z))
+#else
+#define CONDNN_FMA_float(x, y, z) ((x) * (y) + (z))
+#define CONDNN_FMA_double(x, y, z) ((x) * (y) + (z))
+#define CONDNN_VFMA_float(x, y, z) ((x) * (y) + (z))
+#define CONDNN_VFMA_double(x, y, z) ((x) * (y) + (z))
+#define CONDNN_VFMA1_float(x, y, z) ((x) * (y) + (z))
+#define CONDNN_VFMA1_double(x, y, z) ((x) * (y) + (z))
+#endif
+
 #define REAL float
+#define FMA CONDNN_FMA_float
+#define VFMA CONDNN_VFMA_float
+#define VFMA1 CONDNN_VFMA1_float
 #define VEC condnn_vf32
 #define SUF(name) name##_f32
 #include "_microkernels_impl.h"
 #undef REAL
+#undef FMA
+#undef VFMA
+#undef VFMA1
 #undef VEC
 #undef SUF
 
 #define REAL double
+#define FMA CONDNN_FMA_double
+#define VFMA CONDNN_VFMA_double
+#define VFMA1 CONDNN_VFMA1_double
 #define VEC condnn_vf64
 #define SUF(name) name##_f64
 #include "_microkernels_impl.h"
 #undef REAL
+#undef FMA
+#undef VFMA
+#undef VFMA1
 #undef VEC
 #undef SUF
 

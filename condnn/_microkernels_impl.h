@@ -1,7 +1,7 @@
 /*
  * Body of the micro-kernels, included once per scalar type by _microkernels.h with
- * REAL (the scalar), VEC (the name of its 32-byte vector type) and SUF (the name suffix)
- * defined.
+ * REAL (the scalar), FMA, VFMA and VFMA1 (its multiply-adds, see there), VEC (the name of
+ * its 32-byte vector type) and SUF (the name suffix) defined.
  */
 
 typedef REAL VEC __attribute__((vector_size(32)));
@@ -33,7 +33,7 @@ CONDNN_INLINE void SUF(rows_tile)(const int mr, const int nv, const REAL *const 
         for (int v = 0; v < nv; v++) bv[v] = SUF(loadu)(bq + v * VLEN);
         for (int r = 0; r < mr; r++) {
             REAL x = a[r][q];
-            for (int v = 0; v < nv; v++) acc[r][v] += bv[v] * x;
+            for (int v = 0; v < nv; v++) acc[r][v] = VFMA1(bv[v], x, acc[r][v]);
         }
     }
     for (int r = 0; r < mr; r++)
@@ -46,7 +46,7 @@ CONDNN_INLINE void SUF(rows_tail)(const int mr, const REAL *const *a, const REAL
     for (int c = c0; c < nb; c++) {
         for (int r = 0; r < mr; r++) {
             REAL s = out[r][c];
-            for (int q = 0; q < kb; q++) s += a[r][q] * b[q * ldb + c];
+            for (int q = 0; q < kb; q++) s = FMA(a[r][q], b[q * ldb + c], s);
             out[r][c] = s;
         }
     }
@@ -113,9 +113,9 @@ CONDNN_INLINE REAL SUF(hsum)(VEC v) {
 CONDNN_INLINE REAL SUF(dot)(const REAL *x, const REAL *y, int kb) {
     VEC acc = {0};
     int q = 0;
-    for (; q + VLEN <= kb; q += VLEN) acc += SUF(loadu)(x + q) * SUF(loadu)(y + q);
+    for (; q + VLEN <= kb; q += VLEN) acc = VFMA(SUF(loadu)(x + q), SUF(loadu)(y + q), acc);
     REAL s = SUF(hsum)(acc);
-    for (; q < kb; q++) s += x[q] * y[q];
+    for (; q < kb; q++) s = FMA(x[q], y[q], s);
     return s;
 }
 
@@ -138,17 +138,17 @@ static void SUF(gemm_rows_t)(ptrdiff_t nrows, const REAL *a, ptrdiff_t lda,
             int q = 0;
             for (; q + VLEN <= kb; q += VLEN) {
                 VEC x = SUF(loadu)(ar + q);
-                s0 += x * SUF(loadu)(b0 + q);
-                s1 += x * SUF(loadu)(b1 + q);
-                s2 += x * SUF(loadu)(b2 + q);
-                s3 += x * SUF(loadu)(b3 + q);
+                s0 = VFMA(x, SUF(loadu)(b0 + q), s0);
+                s1 = VFMA(x, SUF(loadu)(b1 + q), s1);
+                s2 = VFMA(x, SUF(loadu)(b2 + q), s2);
+                s3 = VFMA(x, SUF(loadu)(b3 + q), s3);
             }
             REAL r0 = SUF(hsum)(s0), r1 = SUF(hsum)(s1), r2 = SUF(hsum)(s2), r3 = SUF(hsum)(s3);
             for (; q < kb; q++) {
-                r0 += ar[q] * b0[q];
-                r1 += ar[q] * b1[q];
-                r2 += ar[q] * b2[q];
-                r3 += ar[q] * b3[q];
+                r0 = FMA(ar[q], b0[q], r0);
+                r1 = FMA(ar[q], b1[q], r1);
+                r2 = FMA(ar[q], b2[q], r2);
+                r3 = FMA(ar[q], b3[q], r3);
             }
             orow[c] += r0;
             orow[c + 1] += r1;
@@ -176,8 +176,8 @@ CONDNN_INLINE void SUF(outer_tile)(const int mq, const int nv, ptrdiff_t nrows,
         VEC g1 = nv > 1 ? SUF(loadu)(gt + VLEN) : g0;
         for (int q = 0; q < mq; q++) {
             REAL x = at[q];
-            acc[q][0] += g0 * x;
-            if (nv > 1) acc[q][1] += g1 * x;
+            acc[q][0] = VFMA1(g0, x, acc[q][0]);
+            if (nv > 1) acc[q][1] = VFMA1(g1, x, acc[q][1]);
         }
     }
     for (int q = 0; q < mq; q++)
@@ -190,7 +190,7 @@ CONDNN_INLINE void SUF(outer_tail)(const int mq, ptrdiff_t nrows, const REAL *a,
     for (int c = c0; c < nb; c++) {
         for (int q = 0; q < mq; q++) {
             REAL s = d[q * ldd + c];
-            for (ptrdiff_t t = 0; t < nrows; t++) s += a[t * lda + q] * g[t * ldg + c];
+            for (ptrdiff_t t = 0; t < nrows; t++) s = FMA(a[t * lda + q], g[t * ldg + c], s);
             d[q * ldd + c] = s;
         }
     }

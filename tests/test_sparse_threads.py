@@ -79,6 +79,35 @@ def test_bitwise_identical_across_calls_and_thread_counts(variant, n, restore_th
             f"{name} wrong ({variant}, n={n}): max error {err.max():.3g}"
 
 
+def _placed(x: np.ndarray, offset: int) -> np.ndarray:
+    """A C-contiguous copy of x whose data starts ``offset`` bytes past a 64-byte boundary."""
+    buffer = np.empty(x.nbytes + 128, np.uint8)
+    start = (-buffer.ctypes.data) % 64 + offset
+    y = buffer[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
+    y[...] = x
+    return y
+
+
+# Each shape leaves a last tile of one row after full tiles, over many pairs of blocks: the
+# case in which code left for the compiler to fuse rounded differently with the address
+# of the next weight block (the prefetch stream it drove is the only thing that changes).
+@pytest.mark.parametrize("variant,n,k,m,bs,density", [
+    ("sf", 8, 3072, 10, 64, 0.5), ("sf", 7, 3072, 10, 64, 1.0), ("sf", 8, 3072, 10, 16, 0.5),
+    ("ss", 13, 1024, 192, 64, 0.5), ("fs", 7, 1024, 192, 64, 0.5)])
+def test_bitwise_identical_wherever_the_arrays_lie(variant, n, k, m, bs, density,
+                                                    restore_threads) -> None:
+    args = _problem(variant, n, k, m, bs, density, seed=k + n)
+    a, amask, b, omask, c, g = args
+    condnn.set_num_threads(1)
+    first = _run(args, bs)
+    for offset in range(4, 64, 4):
+        placed = (_placed(a, offset), amask, _placed(b, offset), omask, _placed(c, offset),
+                  _placed(g, offset))
+        for name, x, y in zip(NAMES, first, _run(placed, bs)):
+            assert np.array_equal(_bits(x), _bits(y)), \
+                f"{name} differs with the arrays {offset} bytes past a cache line ({variant})"
+
+
 @pytest.mark.skipif(not COMPILED, reason="the thread defaults belong to the compiled kernels")
 @pytest.mark.parametrize("env,expected", [({"CONDNN_NUM_THREADS": "1"}, 1),
                                           ({"CONDNN_NUM_THREADS": "2"}, 2),

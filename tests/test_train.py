@@ -47,16 +47,9 @@ def test_training_learns_and_writes_checkpoints_and_log(tmp_path):
     assert best.metadata["config"] == small_config(tmp_path).to_dict()
 
 
-# At the default policy_init_scale (12), two fresh runs in one process can differ in the last
-# bits of an epoch's logged training loss, their parameters equal: a nondeterminism of its
-# own, recorded by the next test, not one of resuming.  This test keeps the scale at which
-# fresh runs agree.
-RESUME_SCALE = {"policy_init_scale": 5.0}
-
-
 def test_resumed_training_is_bitwise_the_uninterrupted_one(tmp_path):
-    straight = train(small_config(tmp_path / "straight", **RESUME_SCALE), echo=None, data=DATA)
-    config = small_config(tmp_path / "resumed", **RESUME_SCALE)
+    straight = train(small_config(tmp_path / "straight"), echo=None, data=DATA)
+    config = small_config(tmp_path / "resumed")
     train(config, echo=None, data=DATA, stop_after=1)
     resumed = train(config, resume=True, echo=None, data=DATA)
     a = condnn.load(straight.last_path)
@@ -70,9 +63,8 @@ def test_resumed_training_is_bitwise_the_uninterrupted_one(tmp_path):
         assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]
 
 
-@pytest.mark.xfail(reason="two fresh runs in one process can log losses that differ in "
-                   "their last bits at policy_init_scale 12 (not yet explained)", strict=False)
 def test_two_fresh_runs_log_the_same_losses(tmp_path):
+    # Where the arrays land in memory differs from run to run: it must not change a bit.
     a = train(small_config(tmp_path / "a"), echo=None, data=DATA)
     b = train(small_config(tmp_path / "b"), echo=None, data=DATA, stop_after=1)
     assert a.log[0]["train_loss"] == b.log[0]["train_loss"]
