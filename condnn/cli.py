@@ -78,7 +78,8 @@ def _train_parser(subparsers) -> None:
     p.add_argument("--eps", type=float, help="policy squashing margin (default 0.01)")
     p.add_argument("--mode", choices=("threshold", "sample"),
                    help="evaluation masks (default threshold)")
-    p.add_argument("--dropout", type=float, help="dropout of the dense model")
+    p.add_argument("--dropout", type=float,
+                   help="dropout rate of the hidden units (condnet and dense; default 0.2)")
     p.add_argument("--lambda-s", type=float, dest="lambda_s", help="weight of L_b + L_e")
     p.add_argument("--lambda-v", type=float, dest="lambda_v", help="weight of L_v")
     p.add_argument("--lambda-l2", type=float, dest="lambda_l2", help="weight of |W|^2 + |Z|^2")

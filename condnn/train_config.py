@@ -32,7 +32,8 @@ class TrainConfig:
         eps: the policies' squashing margin.
         policy_init_scale: scale of the policies' initial Z (see PolicyGate).
         mode: evaluation masks: "threshold" (p > 0.5) or "sample".
-        dropout: dropout rate of the dense model.
+        dropout: dropout rate of the hidden units of the condnet (inside its active blocks)
+            and of the dense model; block dropout has its own masks only.
     Objective:
         lambda_s, lambda_v, lambda_l2: weights of L_b + L_e, of L_v and of the squared
             weights (see :mod:`condnn.objective`).
