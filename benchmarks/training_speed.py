@@ -113,7 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          "seconds_per_epoch": seconds_per_epoch(config, data, steps, "cpu",
                                                                 threads),
                          "steps_timed": steps})
-        if gpu_reason is None and name == "condnet":
+        if gpu_reason is None:
             rows.append({"model": name, "device": "gpu", "threads": "",
                          "seconds_per_epoch": seconds_per_epoch(config, data, steps, "gpu"),
                          "steps_timed": steps})

@@ -14,7 +14,7 @@ def test_quick_run_writes_the_table(tmp_path):
     assert ("condnet", "cpu", "1") in devices and ("dense twin", "cpu", "1") in devices
     assert all(float(r["seconds_per_epoch"]) > 0 for r in rows)
     if condnn.gpu.available():
-        assert ("condnet", "gpu", "") in devices
+        assert ("condnet", "gpu", "") in devices and ("dense twin", "gpu", "") in devices
     else:
         assert "GPU not measured: " in done.stdout
         assert all(r["device"] == "cpu" for r in rows)

@@ -164,8 +164,8 @@ class Layer:
         """Raises if this layer cannot run on ``device`` (before anything moves)."""
         if device == "gpu" and not self.runs_on_gpu:
             raise ValueError(f"{type(self).__name__} does not run on the GPU yet; the "
-                             f"layers that do: BlockSparseDense, PolicyGate, Dropout, in "
-                             f"ConditionalMLP")
+                             f"layers that do: Dense, BlockSparseDense, PolicyGate, Dropout, "
+                             f"in ConditionalMLP and DenseMLP")
 
     @property
     def device(self) -> str:

@@ -3,6 +3,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from condnn.device import check_same_device, on_gpu
 from condnn.initializers import Initializer, glorot_uniform
 from condnn.layers.base import (Backprop, Layer, check_input, check_output_grad, check_size,
                                 float_dtype)
@@ -16,6 +17,9 @@ class Dense(Layer):
 
     Backprop, for dy of shape (n, n_out): ``dW += x.T @ dy``, ``db += sum_i dy[i]``,
     returns ``dx = dy @ W.T``.
+
+    On the GPU (after ``to_gpu``) both passes are cuBLAS products, through the unmasked
+    variant of :func:`condnn.gpu.sparse_dot` and its backward.
 
     Args:
         n_in, n_out: input and output widths.
@@ -33,6 +37,8 @@ class Dense(Layer):
         ((4, 2), (4, 3))
     """
 
+    runs_on_gpu = True
+
     def __init__(self, n_in: int, n_out: int, *, init: Initializer = glorot_uniform,
                  rng: RngLike = None, dtype=np.float32, input_grad: bool = True) -> None:
         super().__init__()
@@ -47,6 +53,9 @@ class Dense(Layer):
     def forward(self, x: np.ndarray, train: bool) -> Tuple[np.ndarray, Backprop]:
         check_input("Dense", x, self.n_in, self.dtype)
         W, b = self.params["W"], self.params["b"]
+        check_same_device("Dense", x, W)
+        if on_gpu(x):
+            return self._forward_gpu(x, W, b)
         y = x @ W
         y += b
 
@@ -55,6 +64,21 @@ class Dense(Layer):
             self.grads["W"] += x.T @ dy
             self.grads["b"] += dy.sum(axis=0)
             return dy @ W.T if self.input_grad else None
+
+        return y, backprop
+
+    def _forward_gpu(self, x, W, b) -> Tuple[object, Backprop]:
+        from condnn import gpu
+        y = gpu.sparse_dot(x, None, W, None, b, 1)
+
+        def backprop(dy):
+            check_output_grad("Dense", dy, y.shape)
+            # The backward always computes dx too; for a first layer (input_grad False) it
+            # is one small product more, not worth a kernel plan of its own.
+            dx, dW, db = gpu.sparse_dot_backward(dy, x, None, W, None, 1)
+            self.grads["W"] += dW
+            self.grads["b"] += db
+            return dx if self.input_grad else None
 
         return y, backprop
 

@@ -10,7 +10,7 @@ from condnn.layers.dropout import Dropout, check_rate
 from condnn.layers.policy_regularizers import PolicyPenalty
 from condnn.model import Model
 from condnn.models.arguments import centered, check_input_mean
-from condnn.models.trace import Product, Trace, check_execution
+from condnn.models.trace import Product, Trace, check_execution, relu_, relu_grad
 
 
 class DenseMLP(Model):
@@ -31,7 +31,12 @@ class DenseMLP(Model):
             every input; ``condnn train`` passes the training set's.
 
     Parameters: ``fc<l>/W``, ``fc<l>/b``, ``out/W``, ``out/b``.
+
+    It runs on the GPU too (``to_gpu``), with cuBLAS products.
     """
+
+    runs_on_gpu = True
+    device_attributes = ("input_mean",)
 
     def __init__(self, n_in: int = 784, n_classes: int = 10,
                  hidden: Sequence[int] = (1024, 1024), dropout: float = 0.2, seed: int = 0,
@@ -79,7 +84,7 @@ class DenseMLP(Model):
         h, backprops = centered(x, self.input_mean), []
         for fc, drop in zip(self.fcs, self.drops):
             y, fc_backprop = fc(h, train)
-            np.maximum(y, 0, out=y)     # in place: Dense's backprop keeps its input, not y
+            relu_(y)                    # in place: Dense's backprop keeps its input, not y
             h, drop_backprop = drop(y, train)
             backprops.append((fc_backprop, y, drop_backprop))
         logits, out_backprop = self.out(h, train)
@@ -88,7 +93,7 @@ class DenseMLP(Model):
                      penalty: Optional[PolicyPenalty] = None) -> None:
             dh = out_backprop(dlogits)
             for fc_backprop, y, drop_backprop in reversed(backprops):
-                dh = fc_backprop(drop_backprop(dh) * (y > 0))
+                dh = fc_backprop(relu_grad(drop_backprop(dh), y))
 
         return Trace(logits, [], [], backprop)
 

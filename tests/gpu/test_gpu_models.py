@@ -1,5 +1,5 @@
-"""A conditional network moved to the GPU (``model.to_gpu()``): its passes, gradients and
-optimizer steps against the same network on the CPU.  The GPU is the host emulation of the
+"""A conditional network and a dense one moved to the GPU (``model.to_gpu()``): their
+passes, gradients and optimizer steps against the same networks on the CPU.  The GPU is the host emulation of the
 kernels, with its own array type, so the layers take their GPU paths; the same tests run on
 a real device where PyCUDA and a GPU are present (the ``gpu`` fixture, conftest.py)."""
 import copy
@@ -10,7 +10,7 @@ import pytest
 import condnn
 from condnn.device import on_gpu, to_device
 from condnn.layers import PolicyPenalty
-from condnn.models import ConditionalMLP, DenseMLP, for_inference
+from condnn.models import BlockDropoutMLP, ConditionalMLP, DenseMLP, for_inference
 from condnn.optim import SGD, Adam
 
 
@@ -19,6 +19,22 @@ def _model(dtype="float32", dropout=0.2, seed=1):
     return ConditionalMLP(n_in=24, n_classes=3, hidden=[[4, 8], [4, 8]], tau=0.5,
                           dropout=dropout, seed=seed, dtype=dtype,
                           input_mean=list(rng.random(24)))
+
+
+def _dense_model(dtype="float32", dropout=0.2, seed=1):
+    rng = np.random.default_rng(seed)
+    return DenseMLP(n_in=24, n_classes=3, hidden=[16, 12], dropout=dropout, seed=seed,
+                    dtype=dtype, input_mean=list(rng.random(24)))
+
+
+def _own_rate(model) -> str:
+    """The parameters given a learning rate of their own: the policies', if any."""
+    return "policy*" if getattr(model, "gates", None) else "out/*"
+
+
+# Every model that runs on the GPU.
+MODELS = pytest.mark.parametrize("make_model", [_model, _dense_model],
+                                 ids=["condnet", "dense"])
 
 
 def _data(n=40, dtype=np.float32, seed=2):
@@ -35,8 +51,9 @@ def _tol(dtype):
                                                                      "atol": 1e-12}
 
 
-def test_to_gpu_moves_parameters_gradients_and_the_input_mean(gpu):
-    model = _model()
+@MODELS
+def test_to_gpu_moves_parameters_gradients_and_the_input_mean(gpu, make_model):
+    model = make_model()
     params = {path: value.copy() for path, value in model.named_params().items()}
     assert model.to_gpu() is model and model.device == "gpu"
     assert all(on_gpu(v) for v in model.named_params().values())
@@ -51,8 +68,9 @@ def test_to_gpu_moves_parameters_gradients_and_the_input_mean(gpu):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("mode", ["threshold", "sample"])
-def test_evaluation_pass_matches_the_cpu(gpu, dtype, mode):
-    cpu_model = _model(dtype)
+@MODELS
+def test_evaluation_pass_matches_the_cpu(gpu, dtype, mode, make_model):
+    cpu_model = make_model(dtype)
     gpu_model = copy.deepcopy(cpu_model).to_gpu()
     x, _ = _data(dtype=np.dtype(dtype))
     expected = cpu_model.trace(x, False, mode=mode)
@@ -64,8 +82,9 @@ def test_evaluation_pass_matches_the_cpu(gpu, dtype, mode):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_training_pass_and_its_gradients_match_the_cpu(gpu, dtype):
-    cpu_model = _model(dtype)
+@MODELS
+def test_training_pass_and_its_gradients_match_the_cpu(gpu, dtype, make_model):
+    cpu_model = make_model(dtype)
     gpu_model = copy.deepcopy(cpu_model).to_gpu()
     x, y = _data(dtype=np.dtype(dtype))
     expected = cpu_model.trace(x, True)
@@ -89,10 +108,11 @@ def test_training_pass_and_its_gradients_match_the_cpu(gpu, dtype):
 
 
 @pytest.mark.parametrize("make_optimizer", [
-    lambda m: Adam(m, lr=0.01, groups={"policy*": {"lr": 0.03}}),
+    lambda m: Adam(m, lr=0.01, groups={_own_rate(m): {"lr": 0.03}}),
     lambda m: SGD(m, lr=0.1, momentum=0.9, nesterov=True)])
-def test_optimizer_steps_on_the_gpu_match_the_cpu(gpu, make_optimizer):
-    cpu_model, (x, _) = _model(dropout=0.0), _data()
+@MODELS
+def test_optimizer_steps_on_the_gpu_match_the_cpu(gpu, make_optimizer, make_model):
+    cpu_model, (x, _) = make_model(dropout=0.0), _data()
     gpu_model = copy.deepcopy(cpu_model)
     cpu_opt, gpu_opt = make_optimizer(cpu_model), make_optimizer(gpu_model)
     gpu_model.to_gpu(gpu_opt)
@@ -140,10 +160,10 @@ def test_inputs_on_the_other_device_are_refused(gpu):
 
 
 def test_models_without_a_gpu_path_refuse_to_move(gpu):
-    dense = DenseMLP(n_in=24, n_classes=3, hidden=[16])
-    with pytest.raises(ValueError, match="does not run on the GPU yet"):
-        dense.to_gpu()
-    assert dense.device == "cpu"                 # nothing moved
+    bdnn = BlockDropoutMLP(n_in=24, n_classes=3, hidden=[[2, 8]])
+    with pytest.raises(ValueError, match="BlockDropoutMLP does not run on the GPU yet"):
+        bdnn.to_gpu()
+    assert bdnn.device == "cpu"                  # nothing moved
     with pytest.raises(ValueError, match="frozen for evaluation"):
         for_inference(_model()).to_gpu()
     with pytest.raises(ValueError, match="optimizer must be an optimizer of this model"):

@@ -90,6 +90,19 @@ def test_training_on_the_gpu_follows_the_cpu_run(gpu, tmp_path):
                                                          rel=1e-3)
 
 
+def test_the_dense_baseline_trains_on_the_gpu_as_on_the_cpu(gpu, tmp_path):
+    config = dict(model="dense", hidden=[16, 16])
+    on_cpu = train(_config(tmp_path / "cpu", **config), echo=None, data=DATA)
+    on_gpu = train(_config(tmp_path / "gpu", **config), echo=None, data=DATA, device="gpu")
+    for a, b in zip(on_cpu.log, on_gpu.log):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["val_error"] == pytest.approx(a["val_error"], abs=0.05)
+    cpu_params = condnn.load(on_cpu.last_path).model.named_params()
+    for path, value in condnn.load(on_gpu.last_path).model.named_params().items():
+        np.testing.assert_allclose(value, cpu_params[path], rtol=1e-4, atol=1e-5,
+                                   err_msg=path)
+
+
 def test_bad_devices_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"device must be one of \('cpu', 'gpu'\)"):
         train(_config(tmp_path), echo=None, data=DATA, device="tpu")
