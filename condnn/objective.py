@@ -17,7 +17,7 @@ from typing import List
 
 import numpy as np
 
-from condnn.baselines import Baseline, MovingAverageBaseline
+from condnn.baselines import Baseline, LearnedBaseline, MovingAverageBaseline
 from condnn.device import on_gpu, to_device
 from condnn.flops import flops_fraction
 from condnn.layers.policy_regularizers import PolicyPenalty
@@ -142,10 +142,16 @@ class ConditionalObjective:
         n = x.shape[0]
         advantages = None
         if getattr(model, "gates", []):
-            advantages = training.advantages(losses, self.baseline.name,
-                                              self._device_baseline_state(),
-                                              momentum=getattr(self.baseline, "momentum", 0.0),
-                                              normalize=self.normalize_advantages)
+            state = self._device_baseline_state()
+            if isinstance(self.baseline, LearnedBaseline):
+                advantages = training.learned_advantages(
+                    losses, x if self.baseline.linear else None, state, lr=self.baseline.lr,
+                    normalize=self.normalize_advantages)
+            else:
+                advantages = training.advantages(
+                    losses, self.baseline.name, state,
+                    momentum=getattr(self.baseline, "momentum", 0.0),
+                    normalize=self.normalize_advantages)
         dlogits = training.xent_grad(probs, y, 1.0 / n, out=probs)
         trace.backprop(dlogits, advantages=advantages, penalty=self.penalty)
         self._add_l2_grads(model)
@@ -154,23 +160,28 @@ class ConditionalObjective:
                           self.l2_value(model) if report_l2 else 0.0)
 
     def _device_baseline_state(self):
-        """The baseline's state on the GPU: (moving average, has a value), made from the
-        host baseline at the first GPU step; :meth:`sync_baseline` copies it back."""
-        if self.baseline.name not in ("none", "batch-min", "moving-average"):
-            raise NotImplementedError(f"the {self.baseline.name!r} baseline does not run on "
-                                      f"the GPU; use none, batch-min or moving-average")
+        """The baseline's state on the GPU, made from the host baseline at the first GPU
+        step: (moving average, has a value), or a learned baseline's (c, w), all float64;
+        :meth:`sync_baseline` copies it back."""
         if self._baseline_state is None:
-            value = getattr(self.baseline, "value", None)
-            self._baseline_state = to_device(
-                np.array([0.0 if value is None else value, value is not None], np.float64),
-                "gpu")
+            if isinstance(self.baseline, LearnedBaseline):
+                state = np.concatenate([[self.baseline.c], self.baseline.w])
+            else:
+                value = getattr(self.baseline, "value", None)
+                state = np.array([0.0 if value is None else value, value is not None])
+            self._baseline_state = to_device(state.astype(np.float64), "gpu")
         return self._baseline_state
 
     def sync_baseline(self) -> None:
         """Copies the GPU steps' baseline state into the host baseline (whose state_dict
         checkpoints save); a no-op before any GPU step."""
-        if self._baseline_state is not None and hasattr(self.baseline, "value"):
-            value, has_value = to_device(self._baseline_state, "cpu")
+        if self._baseline_state is None:
+            return
+        state = to_device(self._baseline_state, "cpu")
+        if isinstance(self.baseline, LearnedBaseline):
+            self.baseline.c, self.baseline.w = float(state[0]), state[1:].copy()
+        elif hasattr(self.baseline, "value"):
+            value, has_value = state
             self.baseline.value = float(value) if has_value else None
 
 

@@ -14,7 +14,8 @@ from condnn.gpu._plan import Buf, Plan, Zero, RaiseIfFlagged, _Builder, _cdiv, _
 
 __all__ = ["relu_inplace", "relu_grad", "add_scaled", "sub_row", "dropout", "adam_update", "sgd_update",
            "policy_prob", "bernoulli_mask", "threshold_mask", "softmax_xent", "xent_grad",
-           "policy_grad", "advantages", "check_mask", "BASELINE_KINDS", "LABEL_MESSAGE"]
+           "policy_grad", "advantages", "learned_advantages", "check_mask", "BASELINE_KINDS",
+           "LABEL_MESSAGE"]
 
 _THREADS = 256
 _MAX_BLOCKS = 4096      # flat kernels stride over their elements beyond this many blocks
@@ -148,6 +149,19 @@ def policy_grad(n: int, nb: int, dtype, tau: float, eps: float, lambda_s: float,
           Buf("advantages") if has_advantages else None, colsum, rowmean, _i32(n), _i32(nb),
           _scalar(dtype, tau), _scalar(dtype, lambda_s), _scalar(dtype, lambda_v),
           _scalar(dtype, 0.5 - eps), Buf("dz"))
+    return bld.plan()
+
+
+def learned_advantages(n: int, d: int, dtype, lr: float, normalize: bool) -> Plan:
+    """out = the REINFORCE advantages of the costs, divided by n, from the learned baseline
+    whose float64 ``state`` (c, w) it also updates, with x (n, d) the batch's inputs (d = 0
+    and no x for learned-scalar).  One thread block."""
+    bld = _Builder(dtype)
+    if n:
+        residual = bld.temp("residual", 8 * n)
+        bld.launch(f"learned_advantages_{bld.suffix}", (1, 1, 1), (_THREADS, 1, 1),
+                   Buf("costs"), Buf("x") if d else None, _i32(n), _i32(d), np.float64(lr),
+                   np.int32(bool(normalize)), Buf("state"), residual, Buf("out"))
     return bld.plan()
 
 

@@ -295,6 +295,52 @@ __device__ __forceinline__ void advantages(const T* __restrict__ costs, int n, i
     }
 }
 
+// The learned baselines (condnn.baselines.LearnedBaseline), in one thread block of 256
+// threads, in float64 as there: with state = (c, w_0 .. w_{d-1}) (d = 0: learned-scalar),
+//   b_i = c + x_i . w;   r_i = b_i - C_i (kept in residual);   a_i = C_i - b_i = -r_i,
+//   normalised and divided by n as in advantages;  then one normalised LMS step,
+//   s = 1 + mean_i |x_i|^2 (1 when d = 0),  w_j -= lr sum_i r_i x_ij / (n s),
+//   c -= lr mean_i r_i / s.
+// Every sum runs in a fixed order; the barriers of block_sum separate the reads of the
+// state and the writes of residual from the updates.
+template <typename T>
+__device__ __forceinline__ void learned_advantages(const T* __restrict__ costs,
+                                                   const T* __restrict__ x, int n, int d,
+                                                   double lr, int normalize,
+                                                   double* __restrict__ state,
+                                                   double* __restrict__ residual,
+                                                   T* __restrict__ out)
+{
+    __shared__ double s[256];
+    const int tid = threadIdx.x;
+    const double* w = state + 1;
+    double norms = 0.0, residuals = 0.0, squares = 0.0;
+    for (int i = tid; i < n; i += 256) {
+        const T* xi = x + (long long)i * d;
+        double b = state[0], norm = 0.0;
+        for (int j = 0; j < d; j++) {
+            const double v = (double)xi[j];
+            b += v * w[j];
+            norm += v * v;
+        }
+        const double r = b - (double)costs[i];
+        residual[i] = r;
+        norms += norm;
+        residuals += r;
+        squares += r * r;
+    }
+    const double step_scale = d ? 1.0 + block_sum(norms, s) / n : 1.0;
+    const double mean_residual = block_sum(residuals, s) / n;
+    const double scale = normalize ? 1.0 / (sqrt(block_sum(squares, s) / n) + 1e-12) : 1.0;
+    for (int i = tid; i < n; i += 256) out[i] = (T)(-residual[i] * scale / n);
+    for (int j = tid; j < d; j += 256) {
+        double g = 0.0;
+        for (int i = 0; i < n; i++) g += residual[i] * (double)x[(long long)i * d + j];
+        state[1 + j] -= lr * g / (n * step_scale);
+    }
+    if (tid == 0) state[0] -= lr * mean_residual / step_scale;
+}
+
 // ---------------------------------------------------------------------------------------
 #define TRAINING(SUFFIX, T)                                                                 \
     extern "C" __global__ void __launch_bounds__(256) relu_inplace_##SUFFIX(                \
@@ -366,6 +412,12 @@ __device__ __forceinline__ void advantages(const T* __restrict__ costs, int n, i
         const T* __restrict__ costs, int n, int kind, double* __restrict__ state,           \
         double momentum, int normalize, T* __restrict__ out) {                              \
         advantages<T>(costs, n, kind, state, momentum, normalize, out);                     \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256) learned_advantages_##SUFFIX(          \
+        const T* __restrict__ costs, const T* __restrict__ x, int n, int d, double lr,      \
+        int normalize, double* __restrict__ state, double* __restrict__ residual,           \
+        T* __restrict__ out) {                                                              \
+        learned_advantages<T>(costs, x, n, d, lr, normalize, state, residual, out);         \
     }
 
 TRAINING(f32, float)

@@ -25,7 +25,7 @@ from condnn.gpu.sparse import check_layout
 
 __all__ = ["relu_", "relu_grad", "add_scaled_", "sub_row", "dropout", "adam_update_",
            "sgd_update_", "policy_prob_", "bernoulli_mask", "threshold_mask", "softmax_cross_entropy",
-           "xent_grad", "policy_grad", "advantages", "check_mask"]
+           "xent_grad", "policy_grad", "advantages", "learned_advantages", "check_mask"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -267,6 +267,33 @@ def policy_grad(prob, mask, advantages=None, *, tau: float, eps: float,
     rt.run(plans.policy_grad(n, nb, dtype, float(tau), float(eps), float(lambda_s),
                              float(lambda_v), advantages is not None), arrays)
     return arrays["dz"]
+
+
+def learned_advantages(costs, x, state, *, lr: float, normalize: bool = True, out=None):
+    """The REINFORCE advantages ``(C_i - b_i) / n`` of the costs C (n) with a learned
+    baseline (:class:`condnn.baselines.LearnedBaseline`), divided by their root mean square
+    first when ``normalize``, and then the baseline's step on these costs.  ``state``: the
+    float64 (1 + d,) array (c, w), updated in place; ``x``: the batch's (n, d) inputs, of
+    the costs' dtype, for learned-linear, or None for learned-scalar (state of 1)."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= 1:
+        raise ValueError(f"lr must be a number in (0, 1], got {lr!r}")
+    rt = _runtime.runtime()
+    dtype = _float(rt, "costs", costs)
+    if len(costs.shape) != 1:
+        raise ValueError(f"costs must be 1-D (one per example), got shape {tuple(costs.shape)}")
+    n = costs.shape[0]
+    d = 0
+    if x is not None:
+        _float(rt, "x", x, dtype=dtype)
+        if len(x.shape) != 2 or x.shape[0] != n:
+            raise ValueError(f"x must have shape ({n}, d) to match costs, got "
+                             f"{tuple(x.shape)}")
+        d = x.shape[1]
+    _check(rt, "state", state, (1 + d,), np.dtype(np.float64))
+    out = _result(rt, "out", out, costs.shape, dtype)
+    rt.run(plans.learned_advantages(n, d, dtype, float(lr), normalize),
+           {"costs": costs, "x": x, "state": state, "out": out})
+    return out
 
 
 def advantages(costs, baseline: str, state, *, momentum: float = 0.9, normalize: bool = True,

@@ -237,3 +237,28 @@ def test_advantages_match_the_objectives_baselines(dtype, name, normalize):
         np.testing.assert_allclose(out, expected, **_tol(dtype))
         if name == "moving-average":
             assert state[1] == 1 and state[0] == pytest.approx(baseline.value, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["learned-linear", "learned-scalar"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_learned_advantages_match_the_objectives_baselines(dtype, name, normalize):
+    from condnn.baselines import make_baseline
+    rng = np.random.default_rng(11)
+    d = 300 if name == "learned-linear" else 0      # features: one thread block strides
+    baseline = make_baseline(name, max(d, 1), lr=0.3)
+    state = np.zeros(1 + d)
+    for n in (1, 300, 129):                         # examples: the same
+        costs = rng.random(n).astype(dtype) * 3
+        x = rng.random((n, d)).astype(dtype) if d else None
+        expected = baseline.advantages(x, costs)
+        if normalize:
+            expected = expected / (np.sqrt(np.mean(expected * expected)) + 1e-12)
+        expected = expected / n
+        out = np.full(n, np.nan, dtype)
+        _run(plans.learned_advantages(n, d, dtype, 0.3, normalize), costs=costs, x=x,
+             state=state, out=out)
+        np.testing.assert_allclose(out, expected, **_tol(dtype))
+        # The state learned from these costs, for the next batch, as the baseline's.
+        np.testing.assert_allclose(state[0], baseline.c, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(state[1:], baseline.w, rtol=1e-12, atol=1e-15)

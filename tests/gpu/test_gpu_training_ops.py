@@ -161,6 +161,14 @@ F32 = np.zeros((4, 3), np.float32)
      "^mask must have dtype uint8"),
     (lambda: ops.policy_grad(F32, np.zeros((4, 3), np.uint8), tau=0.5, eps=0.01,
                              lambda_s=-1.0), ValueError, "lambda_s must be a number >= 0"),
+    (lambda: ops.learned_advantages(np.zeros(4, np.float32), F32, np.zeros(3), lr=0.1),
+     ValueError, r"^state must have shape \(4,\), got \(3,\)"),
+    (lambda: ops.learned_advantages(np.zeros(4, np.float32), None, np.zeros(1), lr=0.0),
+     ValueError, r"lr must be a number in \(0, 1\]"),
+    (lambda: ops.learned_advantages(np.zeros(5, np.float32), F32, np.zeros(4), lr=0.1),
+     ValueError, r"x must have shape \(5, d\) to match costs, got \(4, 3\)"),
+    (lambda: ops.learned_advantages(np.zeros(4, np.float32), np.zeros((4, 3)), np.zeros(4),
+                                    lr=0.1), TypeError, "^x must have dtype float32"),
 ])
 def test_bad_arguments_are_named(emulated, call, error, match):
     with pytest.raises(error, match=match):

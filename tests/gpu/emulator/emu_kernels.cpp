@@ -41,7 +41,8 @@ const Entry kEntries[] = {
     KERNEL(colsum_partial_f64),          INDEPENDENT(colsum_final_f32),
     INDEPENDENT(colsum_final_f64),
 
-// Every training kernel but advantages is flat: one thread per element, none cooperating.
+// Every training kernel but the advantages is flat: one thread per element, none
+// cooperating.
 #define TRAINING_KERNELS(S)                                                                 \
     INDEPENDENT(relu_inplace_##S), INDEPENDENT(relu_grad_##S),                              \
     INDEPENDENT(add_scaled_##S), INDEPENDENT(sub_row_##S), INDEPENDENT(dropout_##S),        \
@@ -49,7 +50,7 @@ const Entry kEntries[] = {
     INDEPENDENT(policy_prob_##S), INDEPENDENT(bernoulli_mask_##S),                          \
     INDEPENDENT(threshold_mask_##S), INDEPENDENT(row_mean_##S),                             \
     INDEPENDENT(softmax_xent_##S), INDEPENDENT(xent_grad_##S),                              \
-    INDEPENDENT(policy_grad_##S), KERNEL(advantages_##S)
+    INDEPENDENT(policy_grad_##S), KERNEL(advantages_##S), KERNEL(learned_advantages_##S)
     TRAINING_KERNELS(f32),
     TRAINING_KERNELS(f64),
 };
