@@ -14,11 +14,12 @@ from condnn.gpu._plan import Buf, Plan, Zero, RaiseIfFlagged, _Builder, _cdiv, _
 
 __all__ = ["relu_inplace", "relu_grad", "add_scaled", "sub_row", "dropout", "adam_update", "sgd_update",
            "policy_prob", "bernoulli_mask", "threshold_mask", "softmax_xent", "xent_grad",
-           "policy_grad", "advantages", "learned_advantages", "check_mask", "BASELINE_KINDS",
-           "LABEL_MESSAGE"]
+           "policy_grad", "advantages", "learned_advantages", "clip_grad_norm", "check_mask",
+           "BASELINE_KINDS", "LABEL_MESSAGE"]
 
 _THREADS = 256
 _MAX_BLOCKS = 4096      # flat kernels stride over their elements beyond this many blocks
+_SUM_BLOCKS = 1024      # the sums of squares stride beyond this many blocks
 LABEL_MESSAGE = "labels must lie in [0, classes)"
 #: The baselines the advantages kernel computes, by its ``kind`` argument.
 BASELINE_KINDS = {"none": 0, "batch-min": 1, "moving-average": 2}
@@ -149,6 +150,29 @@ def policy_grad(n: int, nb: int, dtype, tau: float, eps: float, lambda_s: float,
           Buf("advantages") if has_advantages else None, colsum, rowmean, _i32(n), _i32(nb),
           _scalar(dtype, tau), _scalar(dtype, lambda_s), _scalar(dtype, lambda_v),
           _scalar(dtype, 0.5 - eps), Buf("dz"))
+    return bld.plan()
+
+
+def clip_grad_norm(sizes, dtype, max_norm: float, max_blocks: int = _SUM_BLOCKS) -> Plan:
+    """Scales the arrays ``g0``, ``g1``, ... (of ``sizes`` entries) so that their global
+    L2 norm is at most max_norm, and leaves that norm (before clipping) in ``state[0]``
+    (``state``: 2 float64).  Each sum of squares runs on at most ``max_blocks`` thread
+    blocks, which stride over longer arrays."""
+    bld = _Builder(dtype)
+    state = Buf("state")
+    bld.steps.append(Zero(state, 16))
+    blocks = [min(_cdiv(size, _THREADS), max_blocks) for size in sizes]
+    # One buffer of partial sums serves every array: the launches run in order.
+    partial = bld.temp("partial", 8 * max(blocks, default=1))
+    for index, (size, count) in enumerate(zip(sizes, blocks)):
+        if size:
+            bld.launch(f"sum_squares_{bld.suffix}", (count, 1, 1), (_THREADS, 1, 1),
+                       Buf(f"g{index}"), _i64(size), partial)
+            bld.launch("add_partials", (1, 1, 1), (_THREADS, 1, 1), partial, _i32(count),
+                       state)
+    bld.launch("clip_factor", (1, 1, 1), (1, 1, 1), state, np.float64(max_norm))
+    for index, size in enumerate(sizes):
+        _flat(bld, "scale_by", size, Buf(f"g{index}"), _i64(size), state)
     return bld.plan()
 
 

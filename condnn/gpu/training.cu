@@ -295,6 +295,56 @@ __device__ __forceinline__ void advantages(const T* __restrict__ costs, int n, i
     }
 }
 
+// Gradient-norm clipping (condnn.optim.clipping) in three kernels, over any number of
+// arrays, nothing read back: sum_squares leaves each thread block's sum of squares of x in
+// partial[block] (a fixed grid and a fixed order per block, so the same sums every run);
+// add_partials adds the count partials to state[0] in one block; clip_factor sets
+// state[1] = max_norm / sqrt(state[0]) where that is below 1, else 1, and state[0] to the
+// norm; scale_by multiplies x by state[1] where it is below 1.
+template <typename T>
+__device__ __forceinline__ void sum_squares(const T* __restrict__ x, long long size,
+                                            double* __restrict__ partial)
+{
+    __shared__ double s[256];
+    double local = 0.0;
+    for (long long e = (long long)blockIdx.x * 256 + threadIdx.x; e < size;
+         e += (long long)gridDim.x * 256) {
+        const double v = (double)x[e];
+        local += v * v;
+    }
+    const double total = block_sum(local, s);
+    if (threadIdx.x == 0) partial[blockIdx.x] = total;
+}
+
+extern "C" __global__ void __launch_bounds__(256) add_partials(
+    const double* __restrict__ partial, int count, double* __restrict__ state)
+{
+    __shared__ double s[256];
+    double local = 0.0;
+    for (int i = threadIdx.x; i < count; i += 256) local += partial[i];
+    const double total = block_sum(local, s);
+    if (threadIdx.x == 0) state[0] += total;
+}
+
+extern "C" __global__ void clip_factor(double* __restrict__ state, double max_norm)
+{
+    const double norm = sqrt(state[0]);
+    state[0] = norm;
+    state[1] = norm > max_norm ? max_norm / norm : 1.0;
+}
+
+template <typename T>
+__device__ __forceinline__ void scale_by(T* __restrict__ x, long long size,
+                                         const double* __restrict__ state)
+{
+    const double factor = state[1];
+    if (!(factor < 1.0)) return;
+    const T f = (T)factor;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < size;
+         e += (long long)gridDim.x * blockDim.x)
+        x[e] *= f;
+}
+
 // The learned baselines (condnn.baselines.LearnedBaseline), in one thread block of 256
 // threads, in float64 as there: with state = (c, w_0 .. w_{d-1}) (d = 0: learned-scalar),
 //   b_i = c + x_i . w;   r_i = b_i - C_i (kept in residual);   a_i = C_i - b_i = -r_i,
@@ -412,6 +462,14 @@ __device__ __forceinline__ void learned_advantages(const T* __restrict__ costs,
         const T* __restrict__ costs, int n, int kind, double* __restrict__ state,           \
         double momentum, int normalize, T* __restrict__ out) {                              \
         advantages<T>(costs, n, kind, state, momentum, normalize, out);                     \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256) sum_squares_##SUFFIX(                 \
+        const T* __restrict__ x, long long size, double* __restrict__ partial) {            \
+        sum_squares<T>(x, size, partial);                                                   \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256) scale_by_##SUFFIX(                    \
+        T* __restrict__ x, long long size, const double* __restrict__ state) {              \
+        scale_by<T>(x, size, state);                                                        \
     }                                                                                       \
     extern "C" __global__ void __launch_bounds__(256) learned_advantages_##SUFFIX(          \
         const T* __restrict__ costs, const T* __restrict__ x, int n, int d, double lr,      \

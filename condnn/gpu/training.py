@@ -25,7 +25,8 @@ from condnn.gpu.sparse import check_layout
 
 __all__ = ["relu_", "relu_grad", "add_scaled_", "sub_row", "dropout", "adam_update_",
            "sgd_update_", "policy_prob_", "bernoulli_mask", "threshold_mask", "softmax_cross_entropy",
-           "xent_grad", "policy_grad", "advantages", "learned_advantages", "check_mask"]
+           "xent_grad", "policy_grad", "advantages", "learned_advantages", "clip_grad_norm_",
+           "check_mask"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -267,6 +268,24 @@ def policy_grad(prob, mask, advantages=None, *, tau: float, eps: float,
     rt.run(plans.policy_grad(n, nb, dtype, float(tau), float(eps), float(lambda_s),
                              float(lambda_v), advantages is not None), arrays)
     return arrays["dz"]
+
+
+def clip_grad_norm_(grads, max_norm: float):
+    """Scales the gradients in place so that their global L2 norm is at most max_norm, as
+    :func:`condnn.optim.clip_grad_norm` does, without reading anything back.  Returns a
+    float64 array of 2 on the device: the norm before clipping, and the factor applied."""
+    _number("max_norm", max_norm, 0, low_open=True)
+    rt = _runtime.runtime()
+    grads = list(grads)
+    dtype = None
+    for index, grad in enumerate(grads):
+        dtype = _float(rt, f"grads[{index}]", grad, dtype=dtype)
+    state = rt.empty((2,), np.dtype(np.float64))
+    arrays = {f"g{index}": grad for index, grad in enumerate(grads)}
+    arrays["state"] = state
+    rt.run(plans.clip_grad_norm([g.size for g in grads], dtype or np.float32,
+                                float(max_norm)), arrays)
+    return state
 
 
 def learned_advantages(costs, x, state, *, lr: float, normalize: bool = True, out=None):

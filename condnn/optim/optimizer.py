@@ -28,7 +28,7 @@ from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from condnn.device import check_device, to_device
+from condnn.device import check_device, on_gpu, to_device
 from condnn.layers.base import Layer
 from condnn.optim.clipping import clip_grad_norm
 from condnn.optim.kernels import add_scaled
@@ -91,7 +91,7 @@ class Optimizer:
         groups: pattern -> hyperparameter overrides (see the module docstring).
         clip_norm: if given, the gradients are scaled so that their global L2 norm (over
             every group) is at most this, before weight decay; the norm before clipping
-            is kept in ``grad_norm``.
+            is kept in ``grad_norm`` (on the GPU it stays there until read).
         **hyper: the optimizer's hyperparameters (see ``defaults``).
     """
 
@@ -127,7 +127,7 @@ class Optimizer:
             path: {name: np.zeros_like(self.params[path]) for name in self.slots_for(g.hyper)}
             for g in self.groups if self.slots_for(g.hyper) for path in g.paths}
         self.step_count = 0
-        self.grad_norm: Optional[float] = None
+        self._grad_norm: Any = None     # a float, or the GPU's (norm, factor) array
 
     def _hyper(self, group: str, base: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
         known = set(self.defaults) | {"lr"}
@@ -162,7 +162,12 @@ class Optimizer:
     def step(self) -> None:
         """Clips, applies weight decay, updates every parameter, zeroes the gradients."""
         if self.clip_norm is not None:
-            self.grad_norm = clip_grad_norm(self.grads.values(), self.clip_norm)
+            grads = list(self.grads.values())
+            if grads and on_gpu(grads[0]):
+                from condnn.gpu import training
+                self._grad_norm = training.clip_grad_norm_(grads, self.clip_norm)
+            else:
+                self._grad_norm = clip_grad_norm(grads, self.clip_norm)
         for group in self.groups:
             hyper = group.hyper
             lr = float(hyper["lr"](self.step_count))
@@ -179,11 +184,18 @@ class Optimizer:
                     grad.fill(0)
         self.step_count += 1
 
+    @property
+    def grad_norm(self) -> Optional[float]:
+        """The gradients' global norm before the last step clipped them (None before any
+        clipped step); on the GPU, reading it waits for the device."""
+        if self._grad_norm is None or isinstance(self._grad_norm, float):
+            return self._grad_norm
+        return float(to_device(self._grad_norm, "cpu")[0])
+
     def check_movable(self, device: str) -> None:
-        """Raises if this optimizer cannot run on ``device`` (before anything moves)."""
-        if check_device(device) == "gpu" and self.clip_norm is not None:
-            raise NotImplementedError("clip_norm does not run on the GPU yet; build the "
-                                      "optimizer without it to train there")
+        """Raises if this optimizer cannot run on ``device`` (before anything moves); every
+        optimizer can, so this only checks the name."""
+        check_device(device)
 
     def to_device(self, device: str) -> "Optimizer":
         """Follows the model to ``device`` (call it after moving the model): takes the

@@ -109,7 +109,8 @@ def test_training_pass_and_its_gradients_match_the_cpu(gpu, dtype, make_model):
 
 @pytest.mark.parametrize("make_optimizer", [
     lambda m: Adam(m, lr=0.01, groups={_own_rate(m): {"lr": 0.03}}),
-    lambda m: SGD(m, lr=0.1, momentum=0.9, nesterov=True)])
+    lambda m: SGD(m, lr=0.1, momentum=0.9, nesterov=True),
+    lambda m: Adam(m, lr=0.01, clip_norm=0.01)])
 @MODELS
 def test_optimizer_steps_on_the_gpu_match_the_cpu(gpu, make_optimizer, make_model):
     cpu_model, (x, _) = make_model(dropout=0.0), _data()
@@ -131,6 +132,9 @@ def test_optimizer_steps_on_the_gpu_match_the_cpu(gpu, make_optimizer, make_mode
         np.testing.assert_allclose(_host(gpu_params[path]), value, rtol=1e-4, atol=1e-5,
                                    err_msg=path)
     assert all(not _host(g).any() for g in gpu_model.named_grads().values())
+    if cpu_opt.clip_norm:
+        assert cpu_opt.grad_norm > cpu_opt.clip_norm         # it did clip
+        assert gpu_opt.grad_norm == pytest.approx(cpu_opt.grad_norm, rel=1e-5)
     state = gpu_opt.state_dict()          # host copies, as checkpoints need
     assert all(isinstance(v, np.ndarray) for s in state["slots"].values() for v in s.values())
 
@@ -168,7 +172,3 @@ def test_models_without_a_gpu_path_refuse_to_move(gpu):
         for_inference(_model()).to_gpu()
     with pytest.raises(ValueError, match="optimizer must be an optimizer of this model"):
         _model().to_gpu(Adam(_model(), lr=0.1))
-    model = _model()
-    with pytest.raises(NotImplementedError, match="clip_norm does not run on the GPU"):
-        model.to_gpu(Adam(model, lr=0.1, clip_norm=1.0))
-    assert model.device == "cpu"

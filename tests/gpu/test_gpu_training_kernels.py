@@ -262,3 +262,23 @@ def test_learned_advantages_match_the_objectives_baselines(dtype, name, normaliz
         # The state learned from these costs, for the next batch, as the baseline's.
         np.testing.assert_allclose(state[0], baseline.c, rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(state[1:], baseline.w, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("max_norm", [0.01, 1e6])              # clipping, and not
+def test_gradient_clipping_matches_the_optimizers(dtype, max_norm):
+    from condnn.optim import clip_grad_norm
+    rng = np.random.default_rng(12)
+    # Past a grid of 3 blocks of 256, so that the sums' stride loop runs; one empty.
+    sizes = [7, 256 * 3 * 2 + 5, 0, 300]
+    grads = [rng.standard_normal(size).astype(dtype) * 1e-3 for size in sizes]
+    expected = [g.copy() for g in grads]
+    norm = clip_grad_norm(expected, max_norm)
+    state = np.full(2, np.nan)
+    _run(plans.clip_grad_norm(sizes, dtype, max_norm, max_blocks=3), state=state,
+         **{f"g{i}": g for i, g in enumerate(grads)})
+    assert state[0] == pytest.approx(norm, rel=1e-6 if dtype == np.float32 else 1e-12)
+    assert (norm > max_norm) == (max_norm == 0.01)
+    assert state[1] == pytest.approx(min(1.0, max_norm / norm), rel=1e-6)
+    for got, want in zip(grads, expected):
+        np.testing.assert_allclose(got, want, **_tol(dtype))

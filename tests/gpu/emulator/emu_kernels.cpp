@@ -50,9 +50,11 @@ const Entry kEntries[] = {
     INDEPENDENT(policy_prob_##S), INDEPENDENT(bernoulli_mask_##S),                          \
     INDEPENDENT(threshold_mask_##S), INDEPENDENT(row_mean_##S),                             \
     INDEPENDENT(softmax_xent_##S), INDEPENDENT(xent_grad_##S),                              \
-    INDEPENDENT(policy_grad_##S), KERNEL(advantages_##S), KERNEL(learned_advantages_##S)
+    INDEPENDENT(policy_grad_##S), KERNEL(advantages_##S), KERNEL(learned_advantages_##S),   \
+    KERNEL(sum_squares_##S), INDEPENDENT(scale_by_##S)
     TRAINING_KERNELS(f32),
     TRAINING_KERNELS(f64),
+    KERNEL(add_partials), KERNEL(clip_factor),
 };
 
 const Entry* find(const char* name) {
