@@ -133,8 +133,8 @@ def xent_grad(n: int, classes: int, dtype, d_mean: float, has_d_losses: bool) ->
 
 
 def policy_grad(n: int, nb: int, dtype, tau: float, eps: float, lambda_s: float,
-                lambda_v: float, has_advantages: bool) -> Plan:
-    """dz of the policy's terms from prob, mask and advantages (see training.cu)."""
+                lambda_v: float, has_advantages: bool, has_dprob: bool = False) -> Plan:
+    """dz of the policy's terms from prob, mask, advantages and dprob (see training.cu)."""
     bld = _Builder(dtype)
     if n == 0 or nb == 0:
         return bld.plan()
@@ -147,7 +147,8 @@ def policy_grad(n: int, nb: int, dtype, tau: float, eps: float, lambda_s: float,
         rowmean = bld.temp("prob_rowmean", n * bld.itemsize)
         _flat(bld, "row_mean", n, Buf("prob"), _i32(n), _i32(nb), rowmean)
     _flat(bld, "policy_grad", n * nb, Buf("prob"), Buf("mask"),
-          Buf("advantages") if has_advantages else None, colsum, rowmean, _i32(n), _i32(nb),
+          Buf("advantages") if has_advantages else None, colsum, rowmean,
+          Buf("dprob") if has_dprob else None, _i32(n), _i32(nb),
           _scalar(dtype, tau), _scalar(dtype, lambda_s), _scalar(dtype, lambda_v),
           _scalar(dtype, 0.5 - eps), Buf("dz"))
     return bld.plan()

@@ -192,6 +192,7 @@ __device__ __forceinline__ void xent_grad(const T* probs, const long long* __res
 //   total = A_i (u / p - (1 - u) / (1 - p))                   advantages A, null for none
 //         + lambda_s (sign(colmean_j - tau) / n + sign(rowmean_i - tau) / (n nb))
 //         - lambda_v 2 (p - colmean_j) / n
+//         + dprob                                               a caller's, null for none
 //   dz = total (1 - t^2) (1/2 - eps) / 2
 // colmean_j = colsum_j / n and rowmean (n) are the column and row means of p; colsum and
 // rowmean may be null when no coefficient needs them.
@@ -206,7 +207,8 @@ __device__ __forceinline__ void policy_grad(const T* __restrict__ prob,
                                             const unsigned char* __restrict__ mask,
                                             const T* __restrict__ advantages,
                                             const T* __restrict__ colsum,
-                                            const T* __restrict__ rowmean, int n, int nb,
+                                            const T* __restrict__ rowmean,
+                                            const T* __restrict__ dprob, int n, int nb,
                                             T tau, T lambda_s, T lambda_v, T half_minus_eps,
                                             T* __restrict__ dz)
 {
@@ -215,7 +217,7 @@ __device__ __forceinline__ void policy_grad(const T* __restrict__ prob,
         const int j = (int)(e - i * nb);
         const T p = prob[e];
         const T colmean = colsum ? colsum[j] / T(n) : T(0);
-        T total = T(0);
+        T total = dprob ? dprob[e] : T(0);
         if (advantages)
             total += advantages[i] * (mask[e] ? T(1) / p : T(-1) / (T(1) - p));
         if (lambda_s != T(0))
@@ -453,10 +455,10 @@ __device__ __forceinline__ void learned_advantages(const T* __restrict__ costs,
     extern "C" __global__ void __launch_bounds__(256) policy_grad_##SUFFIX(                 \
         const T* __restrict__ prob, const unsigned char* __restrict__ mask,                 \
         const T* __restrict__ advantages, const T* __restrict__ colsum,                     \
-        const T* __restrict__ rowmean, int n, int nb, T tau, T lambda_s, T lambda_v,        \
-        T half_minus_eps, T* __restrict__ dz) {                                             \
-        policy_grad<T>(prob, mask, advantages, colsum, rowmean, n, nb, tau, lambda_s,       \
-                       lambda_v, half_minus_eps, dz);                                       \
+        const T* __restrict__ rowmean, const T* __restrict__ dprob, int n, int nb, T tau,   \
+        T lambda_s, T lambda_v, T half_minus_eps, T* __restrict__ dz) {                     \
+        policy_grad<T>(prob, mask, advantages, colsum, rowmean, dprob, n, nb, tau,          \
+                       lambda_s, lambda_v, half_minus_eps, dz);                             \
     }                                                                                       \
     extern "C" __global__ void __launch_bounds__(256) advantages_##SUFFIX(                  \
         const T* __restrict__ costs, int n, int kind, double* __restrict__ state,           \

@@ -245,11 +245,12 @@ def xent_grad(probs, labels, d_mean: float, d_losses=None, out=None):
 
 
 def policy_grad(prob, mask, advantages=None, *, tau: float, eps: float,
-                lambda_s: float = 0.0, lambda_v: float = 0.0, out=None):
+                lambda_s: float = 0.0, lambda_v: float = 0.0, dprob=None, out=None):
     """The gradient, with respect to the policy's logits, of its REINFORCE term
-    ``sum_i A_i log pi(u_i)`` (advantages A, None for none) and of
-    ``lambda_s (L_b + L_e) + lambda_v L_v`` at target tau (PolicyGate's backprop, before
-    the products with its input)."""
+    ``sum_i A_i log pi(u_i)`` (advantages A, None for none), of
+    ``lambda_s (L_b + L_e) + lambda_v L_v`` at target tau, and of ``sum dprob * p`` (a
+    caller's gradient with respect to the probabilities, None for none): PolicyGate's
+    backprop, before the products with its input."""
     _number("tau", tau, 0, 1, low_open=True)
     _number("eps", eps, 0, 0.5)
     _number("lambda_s", lambda_s, 0)
@@ -264,9 +265,13 @@ def policy_grad(prob, mask, advantages=None, *, tau: float, eps: float,
     if advantages is not None:
         _float(rt, "advantages", advantages, (n,), dtype)
         arrays["advantages"] = advantages
+    if dprob is not None:
+        _float(rt, "dprob", dprob, prob.shape, dtype)
+        arrays["dprob"] = dprob
     arrays["dz"] = _result(rt, "out", out, prob.shape, dtype)
     rt.run(plans.policy_grad(n, nb, dtype, float(tau), float(eps), float(lambda_s),
-                             float(lambda_v), advantages is not None), arrays)
+                             float(lambda_v), advantages is not None, dprob is not None),
+           arrays)
     return arrays["dz"]
 
 

@@ -181,7 +181,7 @@ class PolicyGate(Layer):
     def _forward_gpu(self, h, train: bool, amask, mask, mode: Optional[str]):
         """:meth:`forward` on GPU arrays: the same probabilities and decisions (the uniforms
         of sampled masks come from the same generator, uploaded), and a backprop of the
-        same gradients (``dprob`` aside)."""
+        same gradients."""
         from condnn import gpu
         from condnn.gpu import training
         Z, d = self.params["Z"], self.params["d"]
@@ -205,12 +205,10 @@ class PolicyGate(Layer):
             training.check_mask("PolicyGate: mask", mask)
 
         def backprop(advantages=None, penalty: Optional[PolicyPenalty] = None, dprob=None):
-            if dprob is not None:
-                raise NotImplementedError("PolicyGate: dprob is not supported on the GPU")
             lambda_s = penalty.lambda_s if penalty is not None else 0.0
             lambda_v = penalty.lambda_v if penalty is not None else 0.0
             dz = training.policy_grad(prob, mask, advantages, tau=self.tau, eps=self.eps,
-                                      lambda_s=lambda_s, lambda_v=lambda_v)
+                                      lambda_s=lambda_s, lambda_v=lambda_v, dprob=dprob)
             # h.T @ dz, the column sums of dz and dz @ Z.T (masked by amask) are the
             # gradients of the product z = (h * Am) @ Z + d.
             dh, dZ, dd = gpu.sparse_dot_backward(dz, h, amask, Z, None, block_size,

@@ -9,7 +9,7 @@ import pytest
 
 import condnn
 from condnn.device import on_gpu, to_device
-from condnn.layers import PolicyPenalty
+from condnn.layers import PolicyGate, PolicyPenalty
 from condnn.models import BlockDropoutMLP, ConditionalMLP, DenseMLP, for_inference
 from condnn.optim import SGD, Adam
 
@@ -172,3 +172,27 @@ def test_models_without_a_gpu_path_refuse_to_move(gpu):
         for_inference(_model()).to_gpu()
     with pytest.raises(ValueError, match="optimizer must be an optimizer of this model"):
         _model().to_gpu(Adam(_model(), lr=0.1))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_policy_gate_takes_a_gradient_of_its_probabilities_on_the_gpu(gpu, dtype):
+    cpu_gate = PolicyGate(16, 6, tau=0.3, input_block_size=4, rng=5, dtype=dtype,
+                          input_grad=True)
+    gpu_gate = copy.deepcopy(cpu_gate).to_device("gpu")
+    rng = np.random.default_rng(6)
+    amask = (rng.random((20, 4)) < 0.6).astype(np.uint8)
+    # Zero outside its blocks that are on, as a model's layer outputs are.
+    h = (rng.standard_normal((20, 16)) * np.repeat(amask, 4, axis=1)).astype(dtype)
+    dprob = rng.standard_normal((20, 6)).astype(dtype)
+    advantages = rng.standard_normal(20).astype(dtype) / 20
+    penalty = PolicyPenalty(lambda_s=2.0, lambda_v=1.0, lambda_l2=1e-3)
+    expected, cpu_backprop = cpu_gate(h, True, amask=amask)
+    got, gpu_backprop = gpu_gate(to_device(h, "gpu"), True, amask=to_device(amask, "gpu"))
+    np.testing.assert_array_equal(_host(got.mask), expected.mask)
+    dh = cpu_backprop(advantages, penalty, dprob)
+    gpu_dh = gpu_backprop(to_device(advantages, "gpu"), penalty, to_device(dprob, "gpu"))
+    for name, want, have in [("dh", dh, gpu_dh), *((f"d{p}", cpu_gate.grads[p],
+                                                   gpu_gate.grads[p]) for p in ("Z", "d"))]:
+        scale = np.abs(want).max() + 1e-30
+        np.testing.assert_allclose(_host(have) / scale, want / scale,
+                                   atol=1e-5 if dtype == "float32" else 1e-11, err_msg=name)

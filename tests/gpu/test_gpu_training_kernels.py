@@ -177,10 +177,10 @@ def test_an_out_of_range_label_is_an_error():
              probs=np.zeros((4, 3), np.float32))
 
 
-def _cpu_policy_dz(prob, mask, advantages, penalty, tau, eps):
+def _cpu_policy_dz(prob, mask, advantages, penalty, tau, eps, dprob=None):
     """PolicyGate's backprop before the products with h, in float64."""
     prob64 = prob.astype(np.float64)
-    total = np.zeros_like(prob64)
+    total = np.zeros_like(prob64) if dprob is None else dprob.astype(np.float64)
     if advantages is not None:
         total += advantages[:, None] * log_likelihood(prob64, mask)[1]
     total += penalty.value_and_grad(prob64, tau)[1]
@@ -189,22 +189,27 @@ def _cpu_policy_dz(prob, mask, advantages, penalty, tau, eps):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("lambda_s, lambda_v, with_advantages", [
-    (80.0, 80.0, True), (0.0, 0.0, True), (3.0, 0.0, False), (0.0, 2.0, True)])
-def test_policy_gradient_matches_the_gate(dtype, lambda_s, lambda_v, with_advantages):
+@pytest.mark.parametrize("lambda_s, lambda_v, with_advantages, with_dprob", [
+    (80.0, 80.0, True, False), (0.0, 0.0, True, False), (3.0, 0.0, False, False),
+    (0.0, 2.0, True, False), (80.0, 80.0, True, True), (0.0, 0.0, False, True)])
+def test_policy_gradient_matches_the_gate(dtype, lambda_s, lambda_v, with_advantages,
+                                          with_dprob):
     rng = np.random.default_rng(7)
     n, nb, tau, eps = 150, 24, 0.2, 0.01
     prob = (0.5 + (0.5 - eps) * np.tanh(2 * rng.standard_normal((n, nb)))).astype(dtype)
     mask = (rng.random((n, nb)) < prob).view(np.uint8)
     advantages = rng.standard_normal(n).astype(dtype) / n if with_advantages else None
+    dprob = rng.standard_normal((n, nb)).astype(dtype) if with_dprob else None
     dz = np.full((n, nb), np.nan, dtype)
     arrays = {"prob": prob, "mask": mask, "dz": dz}
     if with_advantages:
         arrays["advantages"] = advantages
-    _run(plans.policy_grad(n, nb, dtype, tau, eps, lambda_s, lambda_v, with_advantages),
-         **arrays)
+    if with_dprob:
+        arrays["dprob"] = dprob
+    _run(plans.policy_grad(n, nb, dtype, tau, eps, lambda_s, lambda_v, with_advantages,
+                           with_dprob), **arrays)
     expected = _cpu_policy_dz(prob, mask, advantages, PolicyPenalty(lambda_s, lambda_v), tau,
-                              eps)
+                              eps, dprob)
     scale = np.abs(expected).max() + 1e-30
     np.testing.assert_allclose(dz / scale, expected / scale,
                                atol=1e-5 if dtype == np.float32 else 1e-12)
