@@ -12,7 +12,8 @@ import numpy as np
 
 from condnn.gpu._plan import Buf, Plan, Zero, RaiseIfFlagged, _Builder, _cdiv, _i32, _i64
 
-__all__ = ["relu_inplace", "relu_grad", "add_scaled", "sub_row", "dropout", "adam_update", "sgd_update",
+__all__ = ["relu", "relu_grad", "add_scaled", "sub_row", "dropout", "block_dropout",
+           "adam_update", "sgd_update",
            "policy_prob", "bernoulli_mask", "threshold_mask", "softmax_xent", "xent_grad",
            "policy_grad", "advantages", "learned_advantages", "clip_grad_norm", "check_mask",
            "BASELINE_KINDS", "LABEL_MESSAGE"]
@@ -42,9 +43,9 @@ def _scalar(dtype, value: float) -> np.number:
     return np.dtype(dtype).type(value)
 
 
-def relu_inplace(size: int, dtype) -> Plan:
-    """x = max(x, 0)."""
-    return _single("relu_inplace", dtype, size, Buf("x"), _i64(size))
+def relu(size: int, dtype) -> Plan:
+    """y = max(x, 0) (y may be x)."""
+    return _single("relu", dtype, size, Buf("x"), Buf("y"), _i64(size))
 
 
 def relu_grad(size: int, dtype) -> Plan:
@@ -68,6 +69,13 @@ def dropout(size: int, dtype, rate: float) -> Plan:
     """y = x / (1 - rate) where uniform >= rate, else 0."""
     return _single("dropout", dtype, size, Buf("x"), Buf("uniform"), _scalar(dtype, rate),
                    _scalar(dtype, 1 / (1 - rate)), Buf("y"), _i64(size))
+
+
+def block_dropout(n: int, units: int, block_size: int, dtype, keep_rate: float) -> Plan:
+    """y = x / keep_rate in the blocks the mask keeps, else 0 (x: n rows of units)."""
+    return _single("block_dropout", dtype, n * units, Buf("x"), Buf("mask"),
+                   _i64(max(units, 1)), _i32(block_size), _scalar(dtype, 1 / keep_rate),
+                   Buf("y"), _i64(n * units))
 
 
 def adam_update(size: int, dtype, beta1: float, beta2: float, eps: float, lr: float,

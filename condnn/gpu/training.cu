@@ -10,11 +10,11 @@
     for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < (size);         \
          e += (long long)gridDim.x * blockDim.x)
 
-// x = max(x, 0), in place (the hidden layers' ReLU).
+// y = max(x, 0) as np.maximum gives it, NaN kept (the ReLU); y may be x.
 template <typename T>
-__device__ __forceinline__ void relu_inplace(T* __restrict__ x, long long size)
+__device__ __forceinline__ void relu(const T* x, T* y, long long size)
 {
-    FLAT_LOOP(e, size) x[e] = x[e] > T(0) ? x[e] : T(0);
+    FLAT_LOOP(e, size) y[e] = x[e] < T(0) ? T(0) : x[e];
 }
 
 // dx = dy where y > 0, else 0 (ReLU's derivative; dx may be dy).
@@ -49,6 +49,23 @@ __device__ __forceinline__ void dropout(const T* x, const T* __restrict__ unifor
                                         T scale, T* y, long long size)
 {
     FLAT_LOOP(e, size) y[e] = uniform[e] >= rate ? x[e] * scale : T(0);
+}
+
+// Block dropout (layers.BlockDropout): y = x * scale where the block (of bs units) that
+// holds the entry is kept for its row, else 0; x is (n, units), mask (n, units / bs).  On
+// dy, it is the backward pass.  y may be x.
+template <typename T>
+__device__ __forceinline__ void block_dropout(const T* x,
+                                              const unsigned char* __restrict__ mask,
+                                              long long units, int bs, T scale, T* y,
+                                              long long size)
+{
+    const long long blocks = units / bs;
+    FLAT_LOOP(e, size) {
+        const long long i = e / units;
+        const long long j = (e - i * units) / bs;
+        y[e] = mask[i * blocks + j] ? x[e] * scale : T(0);
+    }
 }
 
 // Adam with bias correction (optim.Adam), grad set to 0 after use:
@@ -395,9 +412,9 @@ __device__ __forceinline__ void learned_advantages(const T* __restrict__ costs,
 
 // ---------------------------------------------------------------------------------------
 #define TRAINING(SUFFIX, T)                                                                 \
-    extern "C" __global__ void __launch_bounds__(256) relu_inplace_##SUFFIX(                \
-        T* __restrict__ x, long long size) {                                                \
-        relu_inplace<T>(x, size);                                                           \
+    extern "C" __global__ void __launch_bounds__(256) relu_##SUFFIX(                        \
+        const T* x, T* y, long long size) {                                                 \
+        relu<T>(x, y, size);                                                                \
     }                                                                                       \
     extern "C" __global__ void __launch_bounds__(256) relu_grad_##SUFFIX(                   \
         const T* dy, const T* __restrict__ y, T* dx, long long size) {                      \
@@ -414,6 +431,11 @@ __device__ __forceinline__ void learned_advantages(const T* __restrict__ costs,
     extern "C" __global__ void __launch_bounds__(256) dropout_##SUFFIX(                     \
         const T* x, const T* __restrict__ uniform, T rate, T scale, T* y, long long size) { \
         dropout<T>(x, uniform, rate, scale, y, size);                                       \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(256) block_dropout_##SUFFIX(               \
+        const T* x, const unsigned char* __restrict__ mask, long long units, int bs,        \
+        T scale, T* y, long long size) {                                                    \
+        block_dropout<T>(x, mask, units, bs, scale, y, size);                               \
     }                                                                                       \
     extern "C" __global__ void __launch_bounds__(256) adam_update_##SUFFIX(                 \
         T* __restrict__ p, T* __restrict__ g, T* __restrict__ m, T* __restrict__ v,         \

@@ -23,7 +23,8 @@ from condnn.gpu import _runtime
 from condnn.gpu import _training_plans as plans
 from condnn.gpu.sparse import check_layout
 
-__all__ = ["relu_", "relu_grad", "add_scaled_", "sub_row", "dropout", "adam_update_",
+__all__ = ["relu", "relu_", "relu_grad", "add_scaled_", "sub_row", "dropout", "block_dropout",
+           "adam_update_",
            "sgd_update_", "policy_prob_", "bernoulli_mask", "threshold_mask", "softmax_cross_entropy",
            "xent_grad", "policy_grad", "advantages", "learned_advantages", "clip_grad_norm_",
            "check_mask"]
@@ -40,6 +41,12 @@ def _number(name: str, value, low: float, high: Optional[float] = None,
     if not fits:
         what = f">= {low}" if high is None else f"in {'(' if low_open else '['}{low}, {high})"
         raise ValueError(f"{name} must be a number {what}, got {value!r}")
+
+
+def _fraction(name: str, value) -> None:
+    """Raises ValueError unless value is a number in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
 
 
 def _check(rt, name: str, x, shape=None, dtype=None) -> None:
@@ -67,12 +74,18 @@ def _result(rt, name: str, out, shape, dtype):
     return out
 
 
-def relu_(x):
-    """``x = max(x, 0)`` in place; returns x."""
+def relu(x, out=None):
+    """``max(x, 0)``, NaN kept, as ``np.maximum(x, 0)`` (out may be x)."""
     rt = _runtime.runtime()
     dtype = _float(rt, "x", x)
-    rt.run(plans.relu_inplace(x.size, dtype), {"x": x})
-    return x
+    out = _result(rt, "out", out, x.shape, dtype)
+    rt.run(plans.relu(x.size, dtype), {"x": x, "y": out})
+    return out
+
+
+def relu_(x):
+    """``x = max(x, 0)`` in place; returns x."""
+    return relu(x, out=x)
 
 
 def relu_grad(dy, y, out=None):
@@ -116,6 +129,26 @@ def dropout(x, uniform, rate: float, out=None):
     _float(rt, "uniform", uniform, x.shape, dtype)
     out = _result(rt, "out", out, x.shape, dtype)
     rt.run(plans.dropout(x.size, dtype, float(rate)), {"x": x, "uniform": uniform, "y": out})
+    return out
+
+
+def block_dropout(x, mask, block_size: int, keep_rate: float, out=None):
+    """Block dropout (layers.BlockDropout): ``x / keep_rate`` in the blocks of
+    ``block_size`` units that the (n, units / block_size) uint8 mask keeps, else 0.
+    Called again with the same mask on dy, it is the backward pass.  out may be x."""
+    _fraction("keep_rate", keep_rate)
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    rt = _runtime.runtime()
+    dtype = _float(rt, "x", x)
+    if len(x.shape) != 2 or x.shape[1] % block_size:
+        raise ValueError(f"x must be 2-D with a width divisible by block_size {block_size}, "
+                         f"got shape {tuple(x.shape)}")
+    n, units = x.shape
+    _check(rt, "mask", mask, (n, units // block_size), np.dtype(np.uint8))
+    out = _result(rt, "out", out, x.shape, dtype)
+    rt.run(plans.block_dropout(n, units, block_size, dtype, float(keep_rate)),
+           {"x": x, "mask": mask, "y": out})
     return out
 
 
@@ -299,8 +332,7 @@ def learned_advantages(costs, x, state, *, lr: float, normalize: bool = True, ou
     first when ``normalize``, and then the baseline's step on these costs.  ``state``: the
     float64 (1 + d,) array (c, w), updated in place; ``x``: the batch's (n, d) inputs, of
     the costs' dtype, for learned-linear, or None for learned-scalar (state of 1)."""
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= 1:
-        raise ValueError(f"lr must be a number in (0, 1], got {lr!r}")
+    _fraction("lr", lr)
     rt = _runtime.runtime()
     dtype = _float(rt, "costs", costs)
     if len(costs.shape) != 1:

@@ -165,7 +165,9 @@ class Layer:
         if device == "gpu" and not self.runs_on_gpu:
             raise ValueError(f"{type(self).__name__} does not run on the GPU yet; the "
                              f"layers that do: Dense, BlockSparseDense, PolicyGate, Dropout, "
-                             f"in ConditionalMLP and DenseMLP")
+                             f"BlockDropout, ReLU, Sequential, and the models of "
+                             f"condnn.models (a model of your own built from them says so "
+                             f"with runs_on_gpu = True)")
 
     @property
     def device(self) -> str:

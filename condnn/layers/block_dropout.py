@@ -3,6 +3,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from condnn.device import on_gpu, to_device
 from condnn.layers.activation import check_float_array
 from condnn.layers.base import Backprop, Layer, check_output_grad, check_size
 from condnn.layers.dropout import check_rate
@@ -28,7 +29,12 @@ class BlockDropout(Layer):
     one when training and is the identity when evaluating, like :class:`Dropout`.
 
     Shapes: x (n, units), mask (n, units / block_size) of 0/1 (bool, int8 or uint8).
+
+    On GPU arrays the masks are drawn from the same generator on the host and uploaded (a
+    GPU run drops the blocks a CPU run drops); a mask given on the GPU must be uint8.
     """
+
+    runs_on_gpu = True
 
     def __init__(self, block_size: int, keep_rate: float, rng: RngLike = None) -> None:
         super().__init__()
@@ -66,8 +72,10 @@ class BlockDropout(Layer):
             raise ValueError("BlockDropout: mask must hold only 0 and 1")
         return mask
 
-    def forward(self, x: np.ndarray, train: bool,
-                mask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Backprop]:
+    def forward(self, x: np.ndarray, train: bool, mask: Optional[np.ndarray] = None,
+                mask_checked: bool = False) -> Tuple[np.ndarray, Backprop]:
+        """``mask_checked``: the mask is known to hold only 0 and 1 (a model's own draw), so
+        a mask on the GPU is not checked, which would wait for the device."""
         check_float_array("BlockDropout", x)
         if x.ndim != 2:
             raise ValueError(f"BlockDropout: x must be 2-D (batch, units), got shape {x.shape}")
@@ -75,6 +83,8 @@ class BlockDropout(Layer):
             if not train:
                 return x, lambda dy: check_output_grad("BlockDropout", dy, x.shape)
             mask = self.sample_mask(x.shape[0], x.shape[1])
+        if on_gpu(x):
+            return self._forward_gpu(x, mask, mask_checked)
         self._check_mask(mask, x)
         n, units = x.shape
         # (n, blocks, 1) factors broadcast over the units of each block.
@@ -84,6 +94,21 @@ class BlockDropout(Layer):
         def backprop(dy: np.ndarray) -> np.ndarray:
             check_output_grad("BlockDropout", dy, y.shape)
             return (dy.reshape(n, -1, self.block_size) * factor).reshape(n, units)
+
+        return y, backprop
+
+    def _forward_gpu(self, x, mask, mask_checked: bool) -> Tuple[object, Backprop]:
+        from condnn.gpu import training
+        if on_gpu(mask):
+            if not mask_checked:
+                training.check_mask("BlockDropout: mask", mask)
+        else:       # drawn here, or the caller's: checked on the host, then uploaded
+            mask = to_device(self._check_mask(mask, x).view(np.uint8), "gpu")
+        y = training.block_dropout(x, mask, self.block_size, self.keep_rate)
+
+        def backprop(dy):
+            check_output_grad("BlockDropout", dy, y.shape)
+            return training.block_dropout(dy, mask, self.block_size, self.keep_rate)
 
         return y, backprop
 

@@ -21,6 +21,8 @@ class Sequential(Layer):
         ['0/W', '0/b', '2/W', '2/b']
     """
 
+    runs_on_gpu = True      # where its layers do: each is checked when the tree moves
+
     def __init__(self, *layers: Layer, **named_layers: Layer) -> None:
         super().__init__()
         if layers and named_layers:

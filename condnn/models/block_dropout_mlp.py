@@ -3,6 +3,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
+from condnn.device import on_gpu, to_device
 from condnn.initializers import he_normal
 from condnn.layers.base import check_size, float_dtype
 from condnn.layers.block_dropout import BlockDropout
@@ -11,7 +12,7 @@ from condnn.layers.policy_regularizers import PolicyPenalty
 from condnn.model import Model
 from condnn.models.arguments import (centered, check_hidden_blocks, check_input_mean,
                                     open_unit, per_layer)
-from condnn.models.trace import Product, Trace, check_execution, hidden_layer
+from condnn.models.trace import Product, Trace, check_execution, hidden_layer, relu_grad
 
 
 class BlockDropoutMLP(Model):
@@ -32,6 +33,9 @@ class BlockDropoutMLP(Model):
         input_mean: None, or the mean input (n_in numbers) that the model subtracts from
             every input; ``condnn train`` passes the training set's.
     """
+
+    runs_on_gpu = True
+    device_attributes = ("input_mean",)
 
     def __init__(self, n_in: int = 784, n_classes: int = 10,
                  hidden: Sequence[Sequence[int]] = ((48, 64), (48, 64)),
@@ -79,7 +83,7 @@ class BlockDropoutMLP(Model):
               mode: Optional[str] = None) -> Trace:
         """One forward pass (see :class:`condnn.models.trace.Trace`); ``mode`` is ignored:
         masks are always random, or all on with ``execution="all_on"``."""
-        check_execution(execution)
+        check_execution(execution, x)
         if masks is not None and len(masks) != len(self.hidden):
             raise ValueError(f"masks must hold one mask per hidden layer "
                              f"({len(self.hidden)}), got {len(masks)}")
@@ -87,24 +91,29 @@ class BlockDropoutMLP(Model):
         h, prev_mask, steps = centered(x, self.input_mean), None, []
         out_masks: List[Optional[np.ndarray]] = []
         for index, (fc, drop) in enumerate(zip(self.fcs, self.drops)):
-            mask = None
+            mask, own = None, masks is None
             if execution != "all_on":
-                mask = masks[index] if masks is not None else \
-                    drop.sample_mask(x.shape[0], fc.n_out)
+                mask = masks[index] if not own else drop.sample_mask(x.shape[0], fc.n_out)
+                if on_gpu(x):
+                    # Drawn on the host from the CPU's generator, uploaded once for the
+                    # products and the dropout.
+                    mask = to_device(mask, "gpu")
             y, fc_backprop = hidden_layer(fc, h, train, prev_mask, mask, sparse)
             # With a mask, dropout scales the kept blocks by 1 / keep_rate; all_on in
             # evaluation is the identity.
-            h, drop_backprop = drop(y, train if mask is not None else False, mask=mask)
+            h, drop_backprop = drop(y, train if mask is not None else False, mask=mask,
+                                    mask_checked=own)
             steps.append((fc_backprop, y, drop_backprop))
             out_masks.append(mask)
             prev_mask = mask
-        logits, out_backprop = self.out(h, train, amask=prev_mask if sparse else None)
+        logits, out_backprop = self.out(h, train, amask=prev_mask if sparse else None,
+                                        masks_checked=True)
 
         def backprop(dlogits: np.ndarray, advantages: Optional[np.ndarray] = None,
                      penalty: Optional[PolicyPenalty] = None) -> None:
             dh = out_backprop(dlogits)
             for fc_backprop, y, drop_backprop in reversed(steps):
-                dh = fc_backprop(drop_backprop(dh) * (y > 0))
+                dh = fc_backprop(relu_grad(drop_backprop(dh), y))
 
         return Trace(logits, out_masks, [None] * len(out_masks), backprop)
 

@@ -3,7 +3,6 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
-from condnn.device import on_gpu
 from condnn.initializers import Initializer, glorot_uniform, he_normal
 from condnn.layers.base import check_size, float_dtype
 from condnn.layers.block_sparse_dense import BlockSparseDense
@@ -152,10 +151,7 @@ class ConditionalMLP(Model):
                 block on, no policy); see :data:`condnn.models.trace.EXECUTIONS`.
             mode: overrides the policies' evaluation mode for this pass.
         """
-        check_execution(execution)
-        if execution == "dense" and on_gpu(x):
-            raise ValueError('execution "dense" runs on the CPU only; on the GPU use '
-                             '"sparse" or "all_on"')
+        check_execution(execution, x)
         if masks is not None and len(masks) != len(self.hidden):
             raise ValueError(f"masks must hold one mask per hidden layer "
                              f"({len(self.hidden)}), got {len(masks)}")

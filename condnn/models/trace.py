@@ -60,10 +60,14 @@ class Product(NamedTuple):
     policy: bool = False
 
 
-def check_execution(execution: str) -> str:
-    """``execution`` checked to be one of :data:`EXECUTIONS`."""
+def check_execution(execution: str, x=None) -> str:
+    """``execution`` checked to be one of :data:`EXECUTIONS`, and not "dense" for an input
+    x on the GPU (the dense execution multiplies masks in with NumPy, for timing)."""
     if execution not in EXECUTIONS:
         raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
+    if execution == "dense" and x is not None and on_gpu(x):
+        raise ValueError('execution "dense" runs on the CPU only; on the GPU use '
+                         '"sparse" or "all_on"')
     return execution
 
 

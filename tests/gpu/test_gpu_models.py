@@ -9,7 +9,8 @@ import pytest
 
 import condnn
 from condnn.device import on_gpu, to_device
-from condnn.layers import PolicyGate, PolicyPenalty
+from condnn.layers import (Dense, Dropout, PolicyGate, PolicyPenalty, ReLU, Sequential,
+                           Tanh)
 from condnn.models import BlockDropoutMLP, ConditionalMLP, DenseMLP, for_inference
 from condnn.optim import SGD, Adam
 
@@ -32,9 +33,15 @@ def _own_rate(model) -> str:
     return "policy*" if getattr(model, "gates", None) else "out/*"
 
 
-# Every model that runs on the GPU.
-MODELS = pytest.mark.parametrize("make_model", [_model, _dense_model],
-                                 ids=["condnet", "dense"])
+def _bdnn_model(dtype="float32", dropout=None, seed=1):
+    rng = np.random.default_rng(seed)
+    return BlockDropoutMLP(n_in=24, n_classes=3, hidden=[[4, 8], [4, 8]], keep_rate=0.5,
+                           seed=seed, dtype=dtype, input_mean=list(rng.random(24)))
+
+
+# Every model of condnn.models (each runs on the GPU).
+MODELS = pytest.mark.parametrize("make_model", [_model, _dense_model, _bdnn_model],
+                                 ids=["condnet", "dense", "bdnn"])
 
 
 def _data(n=40, dtype=np.float32, seed=2):
@@ -163,11 +170,48 @@ def test_inputs_on_the_other_device_are_refused(gpu):
         model.trace(to_device(x, "gpu"), False, execution="dense")
 
 
+class _OwnModel(condnn.Model):
+    """A model written as the README's, that declares its GPU path."""
+
+    runs_on_gpu = True
+
+    def __init__(self):
+        self.net = Sequential(Dense(24, 16, rng=1), ReLU(), Dropout(0.3, rng=2),
+                              Dense(16, 3, rng=3))
+
+    def forward(self, x, train):
+        return self.net(x, train)
+
+
+def test_a_model_of_ones_own_runs_on_the_gpu_as_on_the_cpu(gpu):
+    rng = np.random.default_rng(8)
+    cpu_net = _OwnModel()
+    gpu_net = copy.deepcopy(cpu_net).to_gpu()
+    x = rng.standard_normal((10, 24)).astype(np.float32)
+    dy = rng.standard_normal((10, 3)).astype(np.float32)
+    y, backprop = cpu_net(x, True)
+    y_gpu, backprop_gpu = gpu_net(to_device(x, "gpu"), True)
+    np.testing.assert_allclose(_host(y_gpu), y, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_host(backprop_gpu(to_device(dy, "gpu"))), backprop(dy),
+                               rtol=1e-5, atol=1e-6)
+    for path, grad in cpu_net.named_grads().items():
+        np.testing.assert_allclose(_host(gpu_net.named_grads()[path]), grad, rtol=1e-5,
+                                   atol=1e-6, err_msg=path)
+
+
+class _UndeclaredModel(condnn.Model):
+    def __init__(self):
+        self.fc = Dense(24, 3)
+
+
 def test_models_without_a_gpu_path_refuse_to_move(gpu):
-    bdnn = BlockDropoutMLP(n_in=24, n_classes=3, hidden=[[2, 8]])
-    with pytest.raises(ValueError, match="BlockDropoutMLP does not run on the GPU yet"):
-        bdnn.to_gpu()
-    assert bdnn.device == "cpu"                  # nothing moved
+    net = Sequential(Dense(24, 16), Tanh(), Dense(16, 3))
+    with pytest.raises(ValueError, match="Tanh does not run on the GPU yet"):
+        net.to_device("gpu")
+    assert net[0].device == "cpu"                # nothing moved
+    with pytest.raises(ValueError, match="_UndeclaredModel does not run on the GPU yet.*"
+                                         "runs_on_gpu = True"):
+        _UndeclaredModel().to_gpu()
     with pytest.raises(ValueError, match="frozen for evaluation"):
         for_inference(_model()).to_gpu()
     with pytest.raises(ValueError, match="optimizer must be an optimizer of this model"):

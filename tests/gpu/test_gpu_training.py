@@ -83,8 +83,10 @@ def test_training_on_the_gpu_follows_the_cpu_run(gpu, tmp_path):
                                                          rel=1e-3)
 
 
-def test_the_dense_baseline_trains_on_the_gpu_as_on_the_cpu(gpu, tmp_path):
-    config = dict(model="dense", hidden=[16, 16])
+@pytest.mark.parametrize("config", [dict(model="dense", hidden=[16, 16]),
+                                    dict(model="bdnn", hidden=[[4, 8], [4, 8]], tau=0.5)],
+                         ids=["dense", "bdnn"])
+def test_the_baselines_train_on_the_gpu_as_on_the_cpu(gpu, tmp_path, config):
     on_cpu = train(_config(tmp_path / "cpu", **config), echo=None, data=DATA)
     on_gpu = train(_config(tmp_path / "gpu", **config), echo=None, data=DATA, device="gpu")
     for a, b in zip(on_cpu.log, on_gpu.log):

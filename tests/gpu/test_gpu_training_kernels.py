@@ -32,9 +32,14 @@ def _run(plan, **arrays):
 def test_relu_and_its_gradient(dtype, size):
     rng = np.random.default_rng(size)
     x = rng.standard_normal(size).astype(dtype)
+    x[0] = np.nan                                  # kept, as np.maximum keeps it
     expected = np.maximum(x, 0)
-    _run(plans.relu_inplace(size, dtype), x=x)
+    y = np.full(size, np.inf, dtype)
+    _run(plans.relu(size, dtype), x=x, y=y)
+    np.testing.assert_array_equal(y, expected)
+    _run(plans.relu(size, dtype), x=x, y=x)        # in place
     np.testing.assert_array_equal(x, expected)
+    x[0] = 0
     dy = rng.standard_normal(size).astype(dtype)
     dx = np.full(size, np.nan, dtype)
     _run(plans.relu_grad(size, dtype), dy=dy, y=x, dx=dx)
@@ -216,7 +221,7 @@ def test_policy_gradient_matches_the_gate(dtype, lambda_s, lambda_v, with_advant
 
 
 def test_empty_calls_launch_nothing():
-    for plan in (plans.relu_inplace(0, np.float32), plans.softmax_xent(0, 10, np.float32),
+    for plan in (plans.relu(0, np.float32), plans.softmax_xent(0, 10, np.float32),
                  plans.policy_grad(0, 4, np.float32, 0.5, 0.01, 1.0, 1.0, True),
                  plans.threshold_mask(0, 4, np.float64)):
         assert plan.steps == ()

@@ -44,8 +44,9 @@ const Entry kEntries[] = {
 // Every training kernel but the advantages is flat: one thread per element, none
 // cooperating.
 #define TRAINING_KERNELS(S)                                                                 \
-    INDEPENDENT(relu_inplace_##S), INDEPENDENT(relu_grad_##S),                              \
+    INDEPENDENT(relu_##S), INDEPENDENT(relu_grad_##S),                                      \
     INDEPENDENT(add_scaled_##S), INDEPENDENT(sub_row_##S), INDEPENDENT(dropout_##S),        \
+    INDEPENDENT(block_dropout_##S),                                                         \
     INDEPENDENT(adam_update_##S), INDEPENDENT(sgd_update_##S),                              \
     INDEPENDENT(policy_prob_##S), INDEPENDENT(bernoulli_mask_##S),                          \
     INDEPENDENT(threshold_mask_##S), INDEPENDENT(row_mean_##S),                             \
