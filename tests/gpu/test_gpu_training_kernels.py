@@ -227,6 +227,14 @@ def test_empty_calls_launch_nothing():
         assert plan.steps == ()
 
 
+def _expected_advantages(baseline, x, costs, normalize):
+    """ConditionalObjective's advantages from a CPU baseline (which then learns from them)."""
+    expected = baseline.advantages(x, costs)
+    if normalize:
+        expected = expected / (np.sqrt(np.mean(expected * expected)) + 1e-12)
+    return expected / len(costs)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ["none", "batch-min", "moving-average"])
 @pytest.mark.parametrize("normalize", [True, False])
@@ -237,10 +245,7 @@ def test_advantages_match_the_objectives_baselines(dtype, name, normalize):
     state = np.zeros(2)
     for n in (1, 300, 129):                       # one thread block strides past 256
         costs = rng.random(n).astype(dtype) * 3
-        expected = baseline.advantages(None, costs)
-        if normalize:
-            expected = expected / (np.sqrt(np.mean(expected * expected)) + 1e-12)
-        expected = expected / n
+        expected = _expected_advantages(baseline, None, costs, normalize)
         out = np.full(n, np.nan, dtype)
         _run(plans.advantages(n, dtype, name, 0.8, normalize), costs=costs, state=state,
              out=out)
@@ -261,10 +266,7 @@ def test_learned_advantages_match_the_objectives_baselines(dtype, name, normaliz
     for n in (1, 300, 129):                         # examples: the same
         costs = rng.random(n).astype(dtype) * 3
         x = rng.random((n, d)).astype(dtype) if d else None
-        expected = baseline.advantages(x, costs)
-        if normalize:
-            expected = expected / (np.sqrt(np.mean(expected * expected)) + 1e-12)
-        expected = expected / n
+        expected = _expected_advantages(baseline, x, costs, normalize)
         out = np.full(n, np.nan, dtype)
         _run(plans.learned_advantages(n, d, dtype, 0.3, normalize), costs=costs, x=x,
              state=state, out=out)
