@@ -94,10 +94,10 @@ class BlockDropoutMLP(Model):
             mask, own = None, masks is None
             if execution != "all_on":
                 mask = masks[index] if not own else drop.sample_mask(x.shape[0], fc.n_out)
-                if on_gpu(x):
-                    # Drawn on the host from the CPU's generator, uploaded once for the
-                    # products and the dropout.
-                    mask = to_device(mask, "gpu")
+                if on_gpu(x) and not on_gpu(mask):
+                    # Drawn on the host from the CPU's generator (or given there), uploaded
+                    # once for the products and the dropout, as the uint8 the GPU takes.
+                    mask = to_device(np.asarray(mask).view(np.uint8), "gpu")
             y, fc_backprop = hidden_layer(fc, h, train, prev_mask, mask, sparse)
             # With a mask, dropout scales the kept blocks by 1 / keep_rate; all_on in
             # evaluation is the identity.

@@ -240,3 +240,18 @@ def test_a_policy_gate_takes_a_gradient_of_its_probabilities_on_the_gpu(gpu, dty
         scale = np.abs(want).max() + 1e-30
         np.testing.assert_allclose(_host(have) / scale, want / scale,
                                    atol=1e-5 if dtype == "float32" else 1e-11, err_msg=name)
+
+
+def test_block_dropout_takes_a_callers_masks_on_the_gpu(gpu):
+    cpu_model = _bdnn_model()
+    gpu_model = copy.deepcopy(cpu_model).to_gpu()
+    x, _ = _data()
+    rng = np.random.default_rng(9)
+    masks = [rng.random((len(x), 4)) < 0.5 for _ in range(2)]       # bool, on the host
+    expected = cpu_model.trace(x, True, masks=masks)
+    got = gpu_model.trace(to_device(x, "gpu"), True, masks=masks)
+    np.testing.assert_allclose(_host(got.logits), expected.logits, rtol=1e-5, atol=1e-6)
+    bad = [m.astype(np.uint8) for m in masks]
+    bad[1][0, 0] = 2
+    with pytest.raises(ValueError, match="BlockDropout: mask must hold only 0 and 1"):
+        gpu_model.trace(to_device(x, "gpu"), True, masks=bad)
