@@ -80,6 +80,13 @@ def _binary_mask(name: str, mask: Optional[np.ndarray]) -> Optional[np.ndarray]:
     return mask
 
 
+def _check_db_into(db_into, shape: Tuple[int, int], dtype: np.dtype, **inputs) -> None:
+    """Raises unless db_into can take the weight gradient in place."""
+    _checks.check_out("db_into", db_into, _checks.NUMPY, shape, dtype, inputs)
+    if not db_into.flags.c_contiguous:
+        raise ValueError(f"db_into must be C-contiguous, got strides {db_into.strides}")
+
+
 def _kernel_operand(x: np.ndarray) -> np.ndarray:
     """x itself if its rows are unit-stride with a non-negative row stride, else a copy."""
     if x.strides[1] == x.itemsize and x.strides[0] >= 0:
@@ -157,8 +164,9 @@ def sparse_dot(a: np.ndarray, amask: Optional[np.ndarray], b: np.ndarray,
 
 
 def sparse_dot_backward(grad_out: np.ndarray, a: np.ndarray, amask: Optional[np.ndarray],
-                        b: np.ndarray, omask: Optional[np.ndarray],
-                        block_size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                        b: np.ndarray, omask: Optional[np.ndarray], block_size: int, *,
+                        db_into: Optional[np.ndarray] = None
+                        ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of :func:`sparse_dot` with respect to ``a``, ``b`` and ``c``.
 
     With G = grad_out masked by Om (entries of inactive blocks are never read):
@@ -169,8 +177,13 @@ def sparse_dot_backward(grad_out: np.ndarray, a: np.ndarray, amask: Optional[np.
     * ``dc`` = the column sums of G, shape (m,).
 
     The arguments are those given to :func:`sparse_dot`, with ``grad_out`` of shape (n, m).
+    ``db_into``, a C-contiguous (k, m) array of b's dtype (a layer's gradient accumulator),
+    has db added into it and is returned as db: no (k, m) array is made, and the blocks of
+    pairs that no row uses are not touched.  (Not on the GPU.)
     """
     if on_gpu(a):
+        if db_into is not None:
+            raise ValueError("db_into is not supported on the GPU; add the returned db")
         from condnn import gpu
         return gpu.sparse_dot_backward(grad_out, a, amask, b, omask, block_size)
     if isinstance(b, BlockWeights):
@@ -181,14 +194,21 @@ def sparse_dot_backward(grad_out: np.ndarray, a: np.ndarray, amask: Optional[np.
                                                  _checks.NUMPY)
     amask = _binary_mask("amask", amask)
     omask = _binary_mask("omask", omask)
+    if db_into is not None:
+        _check_db_into(db_into, (k, m), a.dtype, grad_out=grad_out, a=a, b=b)
 
     if amask is None and omask is None:
-        return grad_out @ b.T, a.T @ grad_out, grad_out.sum(axis=0)
+        db = a.T @ grad_out
+        if db_into is not None:
+            db_into += db
+            db = db_into
+        return grad_out @ b.T, db, grad_out.sum(axis=0)
 
     da = np.empty((n, k), dtype=a.dtype)
     # Zeros from the allocator: a large array's pages are then mapped on first touch,
     # and the blocks of inactive pairs (nearly all of db at batch 1) are never written.
-    db = np.zeros((k, m), dtype=a.dtype)
+    # The kernel adds into db, so a caller's accumulator serves as well.
+    db = np.zeros((k, m), dtype=a.dtype) if db_into is None else db_into
     dc = np.empty(m, dtype=a.dtype)
     _sparse.backward(_kernel_operand(grad_out), _kernel_operand(a), amask, b, omask,
                      block_size, da, db, dc)

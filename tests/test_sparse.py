@@ -274,19 +274,30 @@ def check_forward(p: Problem, out_layout: Optional[str] = None) -> None:
     _assert_unchanged(before, args, context)
 
 
-def check_backward(p: Problem) -> None:
-    """Runs sparse_dot_backward on ``p`` and compares da, db, dc with the reference."""
+def check_backward(p: Problem, into: bool = False) -> None:
+    """Runs sparse_dot_backward on ``p`` and compares da, db, dc with the reference; with
+    ``into``, db is added into an accumulator of random values (``db_into``)."""
     arr = build(p)
     args = arr.args
     context = p.describe()
-    want = reference_sparse_dot_backward(arr.g, arr.a, arr.amask, arr.b, arr.omask, p.bs)
-    scale = reference_sparse_dot_backward(np.abs(arr.g), np.abs(arr.a), arr.amask,
-                                          np.abs(arr.b), arr.omask, p.bs)
+    want = list(reference_sparse_dot_backward(arr.g, arr.a, arr.amask, arr.b, arr.omask,
+                                              p.bs))
+    scale = list(reference_sparse_dot_backward(np.abs(arr.g), np.abs(arr.a), arr.amask,
+                                               np.abs(arr.b), arr.omask, p.bs))
+    extra = {}
+    if into:
+        start = np.random.default_rng(p.seed).standard_normal((p.k, p.m)).astype(p.dtype)
+        extra["db_into"] = start.copy()
+        want[1] = want[1] + start
+        scale[1] = scale[1] + np.abs(start)
     before = _snapshot(args)
     got = condnn.sparse_dot_backward(args["grad_out"], args["a"], args["amask"], args["b"],
-                                     args["omask"], p.bs)
+                                     args["omask"], p.bs, **extra)
     assert isinstance(got, tuple) and len(got) == 3, f"expected (da, db, dc); {context}"
-    for name, g, w, s, terms in zip(("da", "db", "dc"), got, want, scale, (p.m, p.n, p.n)):
+    if into:
+        assert got[1] is extra["db_into"], f"db is not db_into; {context}"
+    for name, g, w, s, terms in zip(("da", "db", "dc"), got, want, scale,
+                                    (p.m, p.n + into, p.n)):
         assert_close(name, g, w, s, terms, p.dtype, context)
     _assert_unchanged(before, args, context)
 
@@ -340,6 +351,12 @@ def test_forward_with_block_weights_matches_reference(p: Problem,
 @given(p=problems())
 def test_backward_matches_reference(p: Problem) -> None:
     check_backward(p)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(p=problems())
+def test_backward_into_an_accumulator_matches_reference(p: Problem) -> None:
+    check_backward(p, into=True)
 
 
 # ----------------------------------------------------------------------------------------------

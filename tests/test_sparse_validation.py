@@ -35,7 +35,8 @@ def call_forward(**changes):
 def call_backward(**changes):
     kw = {**_good(), **changes}
     return condnn.sparse_dot_backward(kw["grad_out"], kw["a"], kw["amask"], kw["b"],
-                                      kw["omask"], kw["block_size"])
+                                      kw["omask"], kw["block_size"],
+                                      **({"db_into": kw["db_into"]} if "db_into" in kw else {}))
 
 
 BOTH = pytest.mark.parametrize("call", [call_forward, call_backward],
@@ -310,6 +311,37 @@ def test_out_sharing_memory_with_a_mask(name) -> None:
     mask = out.view(np.uint8)[:, :(K if name == "amask" else M) // BS]
     _raises(call_forward, ValueError, rf"^out must not share memory with {name}",
             out=out, **{name: mask})
+
+
+# db_into=
+
+
+@pytest.mark.parametrize("amask_on", [True, False], ids=["sparse", "dense"])
+def test_db_into_must_fit_the_weights(amask_on) -> None:
+    masks = {} if amask_on else {"amask": None, "omask": None}
+    _raises(call_backward, TypeError, r"^db_into must be a plain numpy\.ndarray or None",
+            db_into=[[0.0] * M] * K, **masks)
+    _raises(call_backward, ValueError, rf"^db_into must have shape \({K}, {M}\), got",
+            db_into=np.zeros((M, K), np.float32), **masks)
+    _raises(call_backward, TypeError, r"^db_into must have dtype float32, got float64",
+            db_into=np.zeros((K, M)), **masks)
+    _raises(call_backward, ValueError, r"^db_into must be C-contiguous",
+            db_into=np.zeros((M, K), np.float32).T, **masks)
+    read_only = np.zeros((K, M), np.float32)
+    read_only.flags.writeable = False
+    _raises(call_backward, ValueError, r"^db_into is read-only", db_into=read_only, **masks)
+
+
+@pytest.mark.parametrize("name", ["a", "b", "grad_out"])
+def test_db_into_sharing_memory_with_an_input(name) -> None:
+    """db_into overlapping an input would change it while it is read."""
+    good = _good()
+    db_into = np.zeros((K, M), np.float32)
+    shared = {"a": db_into.ravel()[:N * K].reshape(N, K), "b": db_into,
+              "grad_out": db_into.ravel()[:N * M].reshape(N, M)}[name]
+    shared[...] = good[name]
+    _raises(call_backward, ValueError, rf"^db_into must not share memory with {name}",
+            db_into=db_into, **{name: shared})
 
 
 # ----------------------------------------------------------------------------------------------

@@ -110,8 +110,15 @@ class BlockSparseDense(Layer):
 
         def backprop(dy: np.ndarray) -> np.ndarray:
             check_output_grad("BlockSparseDense", dy, y.shape)
-            dx, dW, db = gradients(dy, x, amask, W, omask, block_size)
-            self.grads["W"] += dW
+            grad_W = self.grads["W"]
+            if isinstance(grad_W, np.ndarray) and grad_W.flags.c_contiguous \
+                    and grad_W.flags.writeable:
+                # The kernel adds into the accumulator: no (n_in, n_out) temporary, and no
+                # pass over the whole of it (the default condnet's 3072 x 3072 layer).
+                dx, _, db = gradients(dy, x, amask, W, omask, block_size, db_into=grad_W)
+            else:
+                dx, dW, db = gradients(dy, x, amask, W, omask, block_size)
+                grad_W += dW
             self.grads["b"] += db
             return dx
 

@@ -52,6 +52,31 @@ def test_gradients_match_finite_differences(variant, shape):
     check_layer(fc, x, forward_kwargs={"amask": amask, "omask": omask})
 
 
+@pytest.mark.parametrize("contiguous", [True, False], ids=["in-place", "strided-grads"])
+@pytest.mark.parametrize("variant, shape", CASES[::3])
+def test_backprops_add_into_the_gradients(variant, shape, contiguous):
+    """Two backprops add up (the kernel adds into the layer's C-contiguous accumulator; a
+    strided one gets the sum added)."""
+    n_in, n_out, block_size = shape
+    rng = np.random.default_rng(7)
+    fc = BlockSparseDense(n_in, n_out, block_size, rng=0, dtype=np.float64)
+    if not contiguous:
+        fc.grads["W"] = np.zeros((n_out, n_in)).T
+    accumulator = fc.grads["W"]
+    grads = []
+    for _ in range(2):
+        x = rng.standard_normal((5, n_in))
+        amask, omask = masks_for(variant, 5, n_in, n_out, block_size, rng)
+        y, backprop = fc.forward(x, True, amask=amask, omask=omask)
+        dy = rng.standard_normal(y.shape)
+        backprop(dy)
+        xm = x if amask is None else x * np.repeat(amask, block_size, axis=1)
+        gm = dy if omask is None else dy * np.repeat(omask, block_size, axis=1)
+        grads.append(xm.T @ gm)
+    assert fc.grads["W"] is accumulator
+    np.testing.assert_allclose(fc.grads["W"], grads[0] + grads[1], rtol=1e-12, atol=1e-12)
+
+
 def test_inactive_blocks_get_no_gradient():
     rng = np.random.default_rng(6)
     fc = BlockSparseDense(4, 4, 2, rng=0, dtype=np.float64)
