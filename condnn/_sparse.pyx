@@ -615,13 +615,15 @@ cdef void _outer(Py_ssize_t n, const floating *a, ptrdiff_t lda, const floating 
 
 
 def backward(cnp.ndarray g, cnp.ndarray a, amask, cnp.ndarray b, omask, int block_size,
-             cnp.ndarray da, cnp.ndarray db, cnp.ndarray dc):
-    """da, db, dc of the product, g being the gradient of its output (read under Om).
+             da, cnp.ndarray db, cnp.ndarray dc):
+    """da (unless None), db, dc of the product, g being the gradient of its output (read
+    under Om).
 
-    db must hold zeros (as from ``numpy.zeros``): the blocks of pairs that no row uses are
-    left as they are."""
+    The weight gradient is added into db: the blocks of pairs that no row uses are left as
+    they are."""
     # da = (g under Om) @ b.T under Am: the same product, with b read transposed.
-    _run_product(g, omask, b, _stride(b, 1), _stride(b, 0), amask, None, block_size, da)
+    if da is not None:
+        _run_product(g, omask, b, _stride(b, 1), _stride(b, 0), amask, None, block_size, da)
 
     cdef Py_ssize_t n = a.shape[0]
     cdef Cut kin = _cut(amask, a.shape[1], block_size)

@@ -165,8 +165,8 @@ def sparse_dot(a: np.ndarray, amask: Optional[np.ndarray], b: np.ndarray,
 
 def sparse_dot_backward(grad_out: np.ndarray, a: np.ndarray, amask: Optional[np.ndarray],
                         b: np.ndarray, omask: Optional[np.ndarray], block_size: int, *,
-                        db_into: Optional[np.ndarray] = None
-                        ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                        db_into: Optional[np.ndarray] = None, compute_da: bool = True
+                        ) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
     """Gradients of :func:`sparse_dot` with respect to ``a``, ``b`` and ``c``.
 
     With G = grad_out masked by Om (entries of inactive blocks are never read):
@@ -179,11 +179,12 @@ def sparse_dot_backward(grad_out: np.ndarray, a: np.ndarray, amask: Optional[np.
     The arguments are those given to :func:`sparse_dot`, with ``grad_out`` of shape (n, m).
     ``db_into``, a C-contiguous (k, m) array of b's dtype (a layer's gradient accumulator),
     has db added into it and is returned as db: no (k, m) array is made, and the blocks of
-    pairs that no row uses are not touched.  (Not on the GPU.)
+    pairs that no row uses are not touched.  ``compute_da=False`` skips da (returned as
+    None), for a layer whose input is the data.  (Neither on the GPU.)
     """
     if on_gpu(a):
-        if db_into is not None:
-            raise ValueError("db_into is not supported on the GPU; add the returned db")
+        if db_into is not None or not compute_da:
+            raise ValueError("db_into and compute_da are not supported on the GPU")
         from condnn import gpu
         return gpu.sparse_dot_backward(grad_out, a, amask, b, omask, block_size)
     if isinstance(b, BlockWeights):
@@ -202,9 +203,9 @@ def sparse_dot_backward(grad_out: np.ndarray, a: np.ndarray, amask: Optional[np.
         if db_into is not None:
             db_into += db
             db = db_into
-        return grad_out @ b.T, db, grad_out.sum(axis=0)
+        return grad_out @ b.T if compute_da else None, db, grad_out.sum(axis=0)
 
-    da = np.empty((n, k), dtype=a.dtype)
+    da = np.empty((n, k), dtype=a.dtype) if compute_da else None
     # Zeros from the allocator: a large array's pages are then mapped on first touch,
     # and the blocks of inactive pairs (nearly all of db at batch 1) are never written.
     # The kernel adds into db, so a caller's accumulator serves as well.

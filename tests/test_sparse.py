@@ -359,6 +359,17 @@ def test_backward_into_an_accumulator_matches_reference(p: Problem) -> None:
     check_backward(p, into=True)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_backward_without_da_gives_the_same_db_and_dc(variant: str) -> None:
+    p = Problem(variant=variant, dtype=np.float32, bs=16, n=37, k=64, m=48, seed=3)
+    args = build(p).args
+    call = [args["grad_out"], args["a"], args["amask"], args["b"], args["omask"], p.bs]
+    full = condnn.sparse_dot_backward(*call)
+    da, db, dc = condnn.sparse_dot_backward(*call, compute_da=False)
+    assert da is None
+    assert np.array_equal(db, full[1]) and np.array_equal(dc, full[2])
+
+
 # ----------------------------------------------------------------------------------------------
 # Systematic sweeps
 

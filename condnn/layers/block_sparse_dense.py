@@ -28,7 +28,8 @@ class BlockSparseDense(Layer):
     products run there (:func:`condnn.gpu.sparse_dot`).
 
     Backprop, with G = dy masked by Om: ``dW += (x * Am).T @ G``, ``db += sum_i G[i]``,
-    returns ``dx = (G @ W.T) * Am`` (see :func:`condnn.sparse_dot_backward`).
+    returns ``dx = (G @ W.T) * Am`` (see :func:`condnn.sparse_dot_backward`), or None with
+    ``input_grad=False``, which skips that product for a layer whose input is the data.
 
     Example:
         >>> fc = BlockSparseDense(4, 4, block_size=2, rng=0)
@@ -42,8 +43,9 @@ class BlockSparseDense(Layer):
 
     def __init__(self, n_in: int, n_out: int, block_size: int, *,
                  init: Initializer = glorot_uniform, rng: RngLike = None,
-                 dtype=np.float32) -> None:
+                 dtype=np.float32, input_grad: bool = True) -> None:
         super().__init__()
+        self.input_grad = bool(input_grad)
         self.n_in = check_size("n_in", n_in)
         self.n_out = check_size("n_out", n_out)
         self.block_size = check_size("block_size", block_size)
@@ -111,16 +113,20 @@ class BlockSparseDense(Layer):
         def backprop(dy: np.ndarray) -> np.ndarray:
             check_output_grad("BlockSparseDense", dy, y.shape)
             grad_W = self.grads["W"]
-            if isinstance(grad_W, np.ndarray) and grad_W.flags.c_contiguous \
-                    and grad_W.flags.writeable:
-                # The kernel adds into the accumulator: no (n_in, n_out) temporary, and no
-                # pass over the whole of it (the default condnet's 3072 x 3072 layer).
-                dx, _, db = gradients(dy, x, amask, W, omask, block_size, db_into=grad_W)
-            else:
+            if not isinstance(grad_W, np.ndarray):          # on the GPU
                 dx, dW, db = gradients(dy, x, amask, W, omask, block_size)
                 grad_W += dW
+            elif grad_W.flags.c_contiguous and grad_W.flags.writeable:
+                # The kernel adds into the accumulator: no (n_in, n_out) temporary, and no
+                # pass over the whole of it (the default condnet's 3072 x 3072 layer).
+                dx, _, db = gradients(dy, x, amask, W, omask, block_size, db_into=grad_W,
+                                      compute_da=self.input_grad)
+            else:
+                dx, dW, db = gradients(dy, x, amask, W, omask, block_size,
+                                       compute_da=self.input_grad)
+                grad_W += dW
             self.grads["b"] += db
-            return dx
+            return dx if self.input_grad else None
 
         return y, backprop
 

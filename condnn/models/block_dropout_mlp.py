@@ -56,8 +56,9 @@ class BlockDropoutMLP(Model):
         width = self.n_in
         for index, ((n_blocks, block_size), keep) in enumerate(zip(self.hidden,
                                                                    self.keep_rates)):
+            # The first layer's input is data: no gradient is needed for it.
             fc = BlockSparseDense(width, n_blocks * block_size, block_size, init=he_normal,
-                                  rng=rng, dtype=dtype)
+                                  rng=rng, dtype=dtype, input_grad=index > 0)
             drop = BlockDropout(block_size, keep, rng=self.mask_rng)
             setattr(self, f"fc{index + 1}", fc)
             setattr(self, f"drop{index + 1}", drop)

@@ -86,8 +86,10 @@ class ConditionalMLP(Model):
             gate = PolicyGate(width, n_blocks, tau=tau_l, eps=eps, mode=mode,
                               input_block_size=input_block_size, init_scale=policy_init_scale,
                               rng=np.random.default_rng(gate_seeds[index]), dtype=dtype)
+            # The first layer's input is data: no gradient is needed for it.
             fc = BlockSparseDense(width, n_blocks * block_size, block_size,
-                                  init=_scaled(he_normal, active_in), rng=rng, dtype=dtype)
+                                  init=_scaled(he_normal, active_in), rng=rng, dtype=dtype,
+                                  input_grad=index > 0)
             setattr(self, f"fc{index + 1}", fc)
             setattr(self, f"policy{index + 1}", gate)
             self.fcs.append(fc)

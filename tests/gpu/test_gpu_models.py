@@ -255,3 +255,12 @@ def test_block_dropout_takes_a_callers_masks_on_the_gpu(gpu):
     bad[1][0, 0] = 2
     with pytest.raises(ValueError, match="BlockDropout: mask must hold only 0 and 1"):
         gpu_model.trace(to_device(x, "gpu"), True, masks=bad)
+
+
+def test_the_cpu_only_backward_options_are_refused_on_the_gpu(gpu):
+    rng = np.random.default_rng(10)
+    a, b = (to_device(rng.standard_normal(shape).astype(np.float32), "gpu")
+            for shape in ((4, 8), (8, 6)))
+    g = to_device(np.ones((4, 6), np.float32), "gpu")
+    with pytest.raises(ValueError, match="db_into and compute_da are not supported on the GPU"):
+        condnn.sparse_dot_backward(g, a, None, b, None, 2, compute_da=False)

@@ -77,6 +77,23 @@ def test_backprops_add_into_the_gradients(variant, shape, contiguous):
     np.testing.assert_allclose(fc.grads["W"], grads[0] + grads[1], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("variant, shape", CASES[::2])
+def test_a_layer_without_input_gradient_gets_the_same_parameter_gradients(variant, shape):
+    n_in, n_out, block_size = shape
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((5, n_in))
+    amask, omask = masks_for(variant, 5, n_in, n_out, block_size, rng)
+    layers = [BlockSparseDense(n_in, n_out, block_size, rng=0, dtype=np.float64,
+                               input_grad=flag) for flag in (True, False)]
+    results = []
+    for fc in layers:
+        y, backprop = fc.forward(x, True, amask=amask, omask=omask)
+        results.append(backprop(np.ones_like(y)))
+    assert results[0] is not None and results[1] is None
+    for name in ("W", "b"):
+        np.testing.assert_array_equal(layers[1].grads[name], layers[0].grads[name])
+
+
 def test_inactive_blocks_get_no_gradient():
     rng = np.random.default_rng(6)
     fc = BlockSparseDense(4, 4, 2, rng=0, dtype=np.float64)
