@@ -35,6 +35,8 @@ import condnn.gpu  # noqa: E402
 from condnn import datasets  # noqa: E402
 from condnn.device import to_device  # noqa: E402
 from condnn.objective import ConditionalObjective  # noqa: E402
+from condnn.models import DenseMLP  # noqa: E402
+from condnn.thread_teams import one_team  # noqa: E402
 from condnn.train import build_baseline, build_model, build_optimizer, load_split  # noqa: E402
 from condnn.train_config import TrainConfig  # noqa: E402
 
@@ -44,8 +46,8 @@ COLUMNS = ["model", "device", "threads", "seconds_per_epoch", "steps_timed"]
 def seconds_per_epoch(config: TrainConfig, data: datasets.DataSet, steps: int,
                       device: str = "cpu", threads: Optional[int] = 1) -> float:
     """Training seconds per epoch of ``config``'s model from ``steps`` timed steps (after
-    two of warm-up) on random batches; on the CPU with ``threads`` threads (None: as set),
-    or on the GPU."""
+    two of warm-up) on random batches; on the CPU with ``threads`` threads for the heavy
+    products (None: as set), or on the GPU."""
     split = load_split(config, data)
     model = build_model(config, split.x_train.shape[1], split.classes,
                         input_mean=split.x_train.mean(axis=0, dtype=np.float64))
@@ -56,7 +58,8 @@ def seconds_per_epoch(config: TrainConfig, data: datasets.DataSet, steps: int,
     if device == "gpu":
         model.to_gpu(optimizer)
     rng = np.random.default_rng(0)
-    with _threads(threads if device == "cpu" else None):
+    with _threads(threads if device == "cpu" else None,
+                  block_sparse=not isinstance(model, DenseMLP)):
         for step in range(steps + 2):
             if step == 2:
                 start = time.perf_counter()
@@ -74,8 +77,10 @@ def seconds_per_epoch(config: TrainConfig, data: datasets.DataSet, steps: int,
 
 
 @contextmanager
-def _threads(n: Optional[int]) -> Iterator[None]:
-    """condnn's kernels and the BLAS on n threads (None: unchanged), restored on exit."""
+def _threads(n: Optional[int], block_sparse: bool) -> Iterator[None]:
+    """n threads for the model's heavy products (None: unchanged), restored on exit.  As
+    the trainer does (condnn.thread_teams), only one library runs a team: condnn's kernels
+    for a block-sparse model, with the BLAS on one thread, and the BLAS for a dense one."""
     if n is None:
         yield
         return
@@ -83,7 +88,7 @@ def _threads(n: Optional[int]) -> Iterator[None]:
     previous = condnn.get_num_threads()
     condnn.set_num_threads(n)
     try:
-        with threadpool_limits(limits=n):
+        with threadpool_limits(limits=n), one_team(block_sparse):
             yield
     finally:
         condnn.set_num_threads(previous)
