@@ -114,8 +114,6 @@ class Model(Layer):
     def _move(self, device: str, optimizer: Any) -> "Model":
         if optimizer is not None and getattr(optimizer, "model", None) is not self:
             raise ValueError("optimizer must be an optimizer of this model")
-        if optimizer is not None:
-            optimizer.check_movable(device)    # before anything moves
         self.to_device(device)
         if optimizer is not None:
             optimizer.to_device(device)

@@ -256,13 +256,17 @@ __device__ __forceinline__ void policy_grad(const T* __restrict__ prob,
 //                             (mean, 1) for the first batch
 //   a_i = C_i - b;  with normalize, a_i /= sqrt(mean_i a_i^2) + 1e-12;  out_i = a_i / n.
 // Sums are tree reductions in a fixed order: the result does not vary between runs.
-__device__ __forceinline__ double block_sum(double v, double* s)
+template <bool Minimum>
+__device__ __forceinline__ double block_reduce(double v, double* s)
 {
     const int tid = threadIdx.x;
     s[tid] = v;
     __syncthreads();
     for (int half = 128; half > 0; half >>= 1) {
-        if (tid < half) s[tid] += s[tid + half];
+        if (tid < half) {
+            const double other = s[tid + half];
+            s[tid] = Minimum ? (other < s[tid] ? other : s[tid]) : s[tid] + other;
+        }
         __syncthreads();
     }
     const double total = s[0];
@@ -270,18 +274,9 @@ __device__ __forceinline__ double block_sum(double v, double* s)
     return total;
 }
 
-__device__ __forceinline__ double block_min(double v, double* s)
+__device__ __forceinline__ double block_sum(double v, double* s)
 {
-    const int tid = threadIdx.x;
-    s[tid] = v;
-    __syncthreads();
-    for (int half = 128; half > 0; half >>= 1) {
-        if (tid < half) s[tid] = s[tid + half] < s[tid] ? s[tid + half] : s[tid];
-        __syncthreads();
-    }
-    const double total = s[0];
-    __syncthreads();
-    return total;
+    return block_reduce<false>(v, s);
 }
 
 template <typename T>
@@ -298,7 +293,7 @@ __device__ __forceinline__ void advantages(const T* __restrict__ costs, int n, i
     }
     const double mean = block_sum(local, s) / n;
     double b = 0.0;
-    if (kind == 1) b = block_min(low, s);
+    if (kind == 1) b = block_reduce<true>(low, s);
     if (kind == 2) b = state[1] != 0.0 ? state[0] : mean;
     double squares = 0.0;
     for (int i = tid; i < n; i += 256) {
@@ -326,8 +321,7 @@ __device__ __forceinline__ void sum_squares(const T* __restrict__ x, long long s
 {
     __shared__ double s[256];
     double local = 0.0;
-    for (long long e = (long long)blockIdx.x * 256 + threadIdx.x; e < size;
-         e += (long long)gridDim.x * 256) {
+    FLAT_LOOP(e, size) {
         const double v = (double)x[e];
         local += v * v;
     }
@@ -359,9 +353,7 @@ __device__ __forceinline__ void scale_by(T* __restrict__ x, long long size,
     const double factor = state[1];
     if (!(factor < 1.0)) return;
     const T f = (T)factor;
-    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < size;
-         e += (long long)gridDim.x * blockDim.x)
-        x[e] *= f;
+    FLAT_LOOP(e, size) x[e] *= f;
 }
 
 // The learned baselines (condnn.baselines.LearnedBaseline), in one thread block of 256

@@ -24,29 +24,37 @@ from condnn.gpu import _training_plans as plans
 from condnn.gpu.sparse import check_layout
 
 __all__ = ["relu", "relu_", "relu_grad", "add_scaled_", "sub_row", "dropout", "block_dropout",
-           "adam_update_",
-           "sgd_update_", "policy_prob_", "bernoulli_mask", "threshold_mask", "softmax_cross_entropy",
-           "xent_grad", "policy_grad", "advantages", "learned_advantages", "clip_grad_norm_",
-           "check_mask"]
+           "adam_update_", "sgd_update_", "policy_prob_", "bernoulli_mask", "threshold_mask",
+           "softmax_cross_entropy", "xent_grad", "policy_grad", "advantages",
+           "learned_advantages", "clip_grad_norm_", "check_mask"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _number(name: str, value, low: float, high: Optional[float] = None,
-            low_open: bool = False) -> None:
-    """Raises ValueError unless value is a number from low (excluded if ``low_open``) up
-    to, not including, high (no bound: None)."""
+            low_open: bool = False, high_open: bool = True) -> None:
+    """Raises ValueError unless value is a number from low to high (no bound: None), each
+    end excluded or not as ``low_open`` and ``high_open`` say."""
     fits = not isinstance(value, bool) and isinstance(value, (int, float)) \
-        and (low < value if low_open else low <= value) and (high is None or value < high)
+        and (low < value if low_open else low <= value) \
+        and (high is None or (value < high if high_open else value <= high))
     if not fits:
-        what = f">= {low}" if high is None else f"in {'(' if low_open else '['}{low}, {high})"
+        what = f">= {low}" if high is None else \
+            f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         raise ValueError(f"{name} must be a number {what}, got {value!r}")
 
 
 def _fraction(name: str, value) -> None:
     """Raises ValueError unless value is a number in (0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
+    _number(name, value, 0, 1, low_open=True, high_open=False)
+
+
+def _costs(rt, costs) -> np.dtype:
+    """Checks the (n,) float costs of a batch and returns their dtype."""
+    dtype = _float(rt, "costs", costs)
+    if len(costs.shape) != 1:
+        raise ValueError(f"costs must be 1-D (one per example), got shape {tuple(costs.shape)}")
+    return dtype
 
 
 def _check(rt, name: str, x, shape=None, dtype=None) -> None:
@@ -334,9 +342,7 @@ def learned_advantages(costs, x, state, *, lr: float, normalize: bool = True, ou
     the costs' dtype, for learned-linear, or None for learned-scalar (state of 1)."""
     _fraction("lr", lr)
     rt = _runtime.runtime()
-    dtype = _float(rt, "costs", costs)
-    if len(costs.shape) != 1:
-        raise ValueError(f"costs must be 1-D (one per example), got shape {tuple(costs.shape)}")
+    dtype = _costs(rt, costs)
     n = costs.shape[0]
     d = 0
     if x is not None:
@@ -364,9 +370,7 @@ def advantages(costs, baseline: str, state, *, momentum: float = 0.9, normalize:
                          f"got {baseline!r}")
     _number("momentum", momentum, 0, 1)
     rt = _runtime.runtime()
-    dtype = _float(rt, "costs", costs)
-    if len(costs.shape) != 1:
-        raise ValueError(f"costs must be 1-D (one per example), got shape {tuple(costs.shape)}")
+    dtype = _costs(rt, costs)
     _check(rt, "state", state, (2,), np.dtype(np.float64))
     out = _result(rt, "out", out, costs.shape, dtype)
     rt.run(plans.advantages(costs.shape[0], dtype, baseline, float(momentum), normalize),

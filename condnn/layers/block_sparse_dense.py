@@ -113,17 +113,16 @@ class BlockSparseDense(Layer):
         def backprop(dy: np.ndarray) -> np.ndarray:
             check_output_grad("BlockSparseDense", dy, y.shape)
             grad_W = self.grads["W"]
-            if not isinstance(grad_W, np.ndarray):          # on the GPU
+            if on_gpu(x):
                 dx, dW, db = gradients(dy, x, amask, W, omask, block_size)
-                grad_W += dW
-            elif grad_W.flags.c_contiguous and grad_W.flags.writeable:
-                # The kernel adds into the accumulator: no (n_in, n_out) temporary, and no
-                # pass over the whole of it (the default condnet's 3072 x 3072 layer).
-                dx, _, db = gradients(dy, x, amask, W, omask, block_size, db_into=grad_W,
-                                      compute_da=self.input_grad)
             else:
-                dx, dW, db = gradients(dy, x, amask, W, omask, block_size,
+                # The kernel adds into a C-contiguous accumulator itself: no (n_in, n_out)
+                # temporary, and no pass over the whole of it (the default condnet's
+                # 3072 x 3072 layer).
+                into = grad_W if grad_W.flags.c_contiguous and grad_W.flags.writeable else None
+                dx, dW, db = gradients(dy, x, amask, W, omask, block_size, db_into=into,
                                        compute_da=self.input_grad)
+            if dW is not grad_W:
                 grad_W += dW
             self.grads["b"] += db
             return dx if self.input_grad else None

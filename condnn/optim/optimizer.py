@@ -192,15 +192,10 @@ class Optimizer:
             return self._grad_norm
         return float(to_device(self._grad_norm, "cpu")[0])
 
-    def check_movable(self, device: str) -> None:
-        """Raises if this optimizer cannot run on ``device`` (before anything moves); every
-        optimizer can, so this only checks the name."""
-        check_device(device)
-
     def to_device(self, device: str) -> "Optimizer":
         """Follows the model to ``device`` (call it after moving the model): takes the
         model's moved parameters and gradients and moves its own state.  Returns self."""
-        self.check_movable(device)
+        device = check_device(device)
         params = self.model.named_params()
         if list(params) != list(self.params):
             raise ValueError("the model's parameters changed since the optimizer was built")
