@@ -19,6 +19,7 @@ that only meet inactive input blocks, columns of ``b`` and entries of ``c`` that
 inactive outputs) are "poisoned" with NaN and inf for the kernel, while the reference sees
 finite values there: the result must not change.
 """
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
@@ -29,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import condnn
+from condnn import _sparse
 from condnn.sparse import variant as variant_of
 from condnn.sparse_reference import (expand_mask, reference_sparse_dot,
                                      reference_sparse_dot_backward)
@@ -368,6 +370,56 @@ def test_backward_without_da_gives_the_same_db_and_dc(variant: str) -> None:
     da, db, dc = condnn.sparse_dot_backward(*call, compute_da=False)
     assert da is None
     assert np.array_equal(db, full[1]) and np.array_equal(dc, full[2])
+
+
+# ----------------------------------------------------------------------------------------------
+# The kernels' paths: from a batch size up, the product sums each output block in a buffer
+# and reads the inputs packed ("staged"), unless packing would take too much memory, and it
+# cuts batches whose buffers would be too large into chunks of rows.  The tests' batches
+# are small, so these lower the limits to reach every path.
+
+KERNEL_LIMITS = st.tuples(st.sampled_from((1, 3, 10 ** 9)),     # staged from this many rows
+                          st.sampled_from((1, 300, 4 << 20)),   # bytes of a block's buffer
+                          st.sampled_from((0, 2000, 64 << 20)))  # bytes of packed inputs
+
+
+@contextlib.contextmanager
+def kernel_limits(limits: Tuple[int, int, int]):
+    previous = _sparse._set_limits(*limits)
+    try:
+        yield
+    finally:
+        _sparse._set_limits(*previous)
+
+
+def _results(p: Problem) -> Tuple[np.ndarray, ...]:
+    args = build(p).args
+    b = condnn.BlockWeights(args["b"], p.bs) if p.blocked else args["b"]
+    out = condnn.sparse_dot(args["a"], args["amask"], b, args["omask"], args["c"], p.bs)
+    grads = condnn.sparse_dot_backward(args["grad_out"], args["a"], args["amask"], args["b"],
+                                       args["omask"], p.bs)
+    return (out,) + tuple(grads)
+
+
+@_PROPERTY
+@given(p=problems(), limits=KERNEL_LIMITS, blocked=st.booleans(),
+       out_layout=st.one_of(st.none(), st.sampled_from(OUT_LAYOUTS)))
+def test_every_kernel_path_matches_reference_and_staging_changes_no_bit(
+        p: Problem, limits: Tuple[int, int, int], blocked: bool,
+        out_layout: Optional[str]) -> None:
+    p = dataclasses.replace(p, blocked=blocked)
+    with kernel_limits(limits):
+        check_forward(p, out_layout)
+        check_backward(p)
+        got = _results(p)
+    if limits[1] < 4 << 20:
+        # Chunks of rows: a pair of blocks can have few enough rows in a chunk to take
+        # another kernel (for transposed weights), with another order of operations.
+        return
+    # Staged or not, every output is the same sum in the same order.
+    for name, x, y in zip(("out", "da", "db", "dc"), got, _results(p)):
+        assert np.array_equal(x, y), f"{name} differs from the default path's; " \
+            f"limits={limits} {p.describe()}"
 
 
 # ----------------------------------------------------------------------------------------------
