@@ -5,6 +5,7 @@ import importlib.machinery
 import os
 import subprocess
 import sys
+import threading
 from typing import Iterator, Tuple
 
 import numpy as np
@@ -77,6 +78,34 @@ def test_bitwise_identical_across_calls_and_thread_counts(variant, n, restore_th
         err = np.abs(x - w)
         assert (err <= (terms + 2) * eps * s).all(), \
             f"{name} wrong ({variant}, n={n}): max error {err.max():.3g}"
+
+
+def test_calls_from_several_python_threads_at_once(restore_threads) -> None:
+    """The kernels release the GIL and take their working memory from a shared pool of
+    spare blocks: calls running at the same time must each get their own, and give the
+    results of calls made one after the other."""
+    condnn.set_num_threads(1)
+    problems = [(_problem(variant, n, 256, 192, 32, 0.5, seed=i), variant)
+                for i, (variant, n) in enumerate([("ss", 300), ("sf", 200), ("fs", 257),
+                                                  ("ss", 130), ("dense", 150), ("ss", 3)])]
+    alone = [_run(args, 32) for args, _ in problems]
+    errors = []
+
+    def work(index: int) -> None:
+        try:
+            for _ in range(20):
+                for name, x, y in zip(NAMES, alone[index], _run(problems[index][0], 32)):
+                    assert np.array_equal(_bits(x), _bits(y)), \
+                        f"{name} of {problems[index][1]} changed when run alongside others"
+        except AssertionError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(problems))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[0]
 
 
 def _placed(x: np.ndarray, offset: int) -> np.ndarray:
