@@ -383,26 +383,6 @@ cdef inline ptrdiff_t _list_rows(const Cut *nout, int j, Py_ssize_t n, ptrdiff_t
     return count
 
 
-cdef inline const ptrdiff_t *_pair_rows(const Cut *kin, const Cut *nout,
-                                        const RowLists *by_block, int p, int j,
-                                        const ptrdiff_t *rows_j, ptrdiff_t nrows_j,
-                                        ptrdiff_t *buffer, ptrdiff_t *count) noexcept nogil:
-    """The rows where input block p and output block j are both on, in increasing order."""
-    cdef ptrdiff_t t, i, c = 0
-    if kin.mask == NULL:
-        count[0] = nrows_j
-        return rows_j
-    if nout.mask == NULL:
-        count[0] = by_block.offsets[p + 1] - by_block.offsets[p]
-        return by_block.rows + by_block.offsets[p]
-    for t in range(by_block.offsets[p], by_block.offsets[p + 1]):
-        i = by_block.rows[t]
-        buffer[c] = i
-        c += nout.mask[i * nout.count + j]    # branch-free: masks are random
-    count[0] = c
-    return buffer
-
-
 cdef inline ptrdiff_t _pair_positions(const Cut *kin, const Cut *nout,
                                      const RowLists *by_block, int p, int j,
                                      const ptrdiff_t *rows_j, ptrdiff_t nrows_j,
@@ -774,6 +754,7 @@ cdef void _outer_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
     cdef int nb = _extent(nout, j), kb, p, col, q
     cdef ptrdiff_t t, start, group, count, nrows_j
     cdef const ptrdiff_t *rows
+    cdef const ptrdiff_t *unused
     cdef const floating *gcol = g + <ptrdiff_t>j * nout.width
     cdef const floating *acol
     cdef const floating *grow
@@ -793,7 +774,8 @@ cdef void _outer_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
         dblock = db + <ptrdiff_t>p * kin.width * lddb + <ptrdiff_t>j * nout.width
         if nrows_j == 0:
             continue
-        rows = _pair_rows(kin, nout, by_block, p, j, s.rows, nrows_j, s.pairs, &count)
+        count = _pair_positions(kin, nout, by_block, p, j, s.rows, nrows_j, s.position, False,
+                                n, s.pairs, &rows, &unused)
         acol = a + <ptrdiff_t>p * kin.width
         start = 0
         while start < count:
