@@ -585,6 +585,12 @@ def _set_limits(staged_min_rows, outputs_bytes, packed_inputs_bytes):
     return previous
 
 
+cdef Cut _output_cut(out_mask, cnp.ndarray out, int block_size, bint blocked):
+    """How a product's output dimension is cut: an unmasked one of weights stored block by
+    block at their block size, else as _cut does."""
+    return _cut(out_mask, out.shape[1], block_size, block_size if blocked else UNMASKED_WIDTH)
+
+
 cdef _run_product(cnp.ndarray a, in_mask, cnp.ndarray b, ptrdiff_t sb0, ptrdiff_t sb1,
                   out_mask, c, int block_size, cnp.ndarray out, bint blocked=False):
     """out = (a @ b + c) under in_mask (blocks of a's columns) and out_mask (of out's).
@@ -593,8 +599,8 @@ cdef _run_product(cnp.ndarray a, in_mask, cnp.ndarray b, ptrdiff_t sb0, ptrdiff_
     (ceil(m / bs), k, bs) column slabs of one (a BlockWeights layout), an unmasked output
     dimension then being cut at the block size too."""
     cdef Py_ssize_t n = a.shape[0], start, chunk
-    cdef int out_width = block_size if (blocked or out_mask is not None) else UNMASKED_WIDTH
-    chunk = max(1, <Py_ssize_t>(OUTPUTS_BYTES // (max(1, min(out_width, out.shape[1]))
+    cdef Cut nout = _output_cut(out_mask, out, block_size, blocked)
+    chunk = max(1, <Py_ssize_t>(OUTPUTS_BYTES // (max(1, min(nout.width, nout.size))
                                                   * a.itemsize)))
     if n <= chunk:
         _run_rows(a, in_mask, b, sb0, sb1, out_mask, c, block_size, out, blocked)
@@ -611,8 +617,7 @@ cdef _run_rows(cnp.ndarray a, in_mask, cnp.ndarray b, ptrdiff_t sb0, ptrdiff_t s
     """_run_product for a batch whose outputs fit the buffers."""
     cdef Py_ssize_t n = a.shape[0]
     cdef Cut kin = _cut(in_mask, a.shape[1], block_size)
-    cdef Cut nout = _cut(out_mask, out.shape[1], block_size,
-                         block_size if blocked else UNMASKED_WIDTH)
+    cdef Cut nout = _output_cut(out_mask, out, block_size, blocked)
     cdef Weights w = _strided(sb0, sb1, &kin, &nout)
     if blocked:
         w.sb0, w.sb1 = block_size, 1
