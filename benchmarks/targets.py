@@ -7,15 +7,24 @@ describes how it is measured).
 
 Usage::
 
-    python benchmarks/targets.py [--min-time S] [--out-dir DIR]
+    python benchmarks/targets.py [--rounds R] [--min-time S] [--out-dir DIR]
 
-Writes ``targets_cpu.md`` and ``targets_cpu.csv`` (the raw points) in the output directory
-(default ``benchmarks/results``).  Takes every core for a few minutes: the dense baselines at
-this size run for about a second each.
+Every point and every dense baseline is measured in R rounds (default 3), one after the
+other, and each side's time is the median over the rounds: on a shared machine the load
+changes from minute to minute, and a baseline measured once, minutes away from the points
+it is compared with, can make a ratio look better or worse than it is.  The report also says
+how many targets each round met on its own.
+
+Writes ``targets_cpu.md``, ``targets_cpu.csv`` (the combined points) and
+``targets_cpu_rounds.csv`` (every round's points, with a ``round`` column) in the output
+directory (default ``benchmarks/results``).  Takes every core for a few minutes per round:
+the dense baselines at this size run for about a second each.
 """
 import argparse
 import os
+import statistics
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -95,6 +104,44 @@ def targets() -> List[Target]:
     return result
 
 
+def point_of(row: Row) -> Point:
+    return Point(row["variant"], row["pass"], row["n"], row["k"], row["m"], row["bs"],
+                 row["density"], row["threads"], row["dtype"])
+
+
+def combine_rounds(rounds: Sequence[Sequence[Row]]) -> List[Row]:
+    """One row per point from several rounds' rows: condnn's time and each dense baseline's
+    are the medians over the rounds, and the figures derived from them (throughputs, speedup)
+    are computed again from those medians.  The points are those of the first round, in its
+    order; every round must hold the same points."""
+    by_point: Dict[Point, List[Row]] = {}
+    for rows in rounds:
+        if Counter(map(point_of, rows)) != Counter(map(point_of, rounds[0])):
+            raise ValueError("every round must measure the same points")
+        for row in rows:
+            by_point.setdefault(point_of(row), []).append(row)
+    combined = []
+    for p, rows in by_point.items():
+        first = rows[0]
+        # The work is the same in every round (the problems are seeded).
+        useful_flops = float(first["useful_gflops"]) * float(first["condnn_ms"]) * 1e6
+        dense_flops = float(first["dense_gflops"]) * min(float(first["dense_env_ms"]),
+                                                         float(first["dense_unset_ms"])) * 1e6
+        median = {key: statistics.median(float(r[key]) for r in rows)
+                  for key in ("condnn_ms", "dense_env_ms", "dense_unset_ms")}
+        dense_ms = min(median["dense_env_ms"], median["dense_unset_ms"])
+        row = dict(first)
+        row.update(median)
+        row["condnn_calls"] = sum(int(r["condnn_calls"]) for r in rows)
+        for side in ("dense_env_method", "dense_unset_method"):
+            row[side] = Counter(r[side] for r in rows).most_common(1)[0][0]
+        row["useful_gflops"] = useful_flops / median["condnn_ms"] / 1e6
+        row["dense_gflops"] = dense_flops / dense_ms / 1e6
+        row["speedup"] = dense_ms / median["condnn_ms"]
+        combined.append(row)
+    return combined
+
+
 def report(rows_by_point: Dict[Point, Row], goals: Sequence[Target]) -> List[str]:
     lines = []
     for t in goals:
@@ -108,28 +155,50 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--min-time", type=float, default=0.5,
                         help="seconds of samples per point at least (default 0.5)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of every measurement; medians are reported (default 3)")
     parser.add_argument("--out-dir", default=sparse_dot.DEFAULT_RESULTS)
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
 
     goals = targets()
     points = list(dict.fromkeys(p for t in goals for p in t.points))
     timing = {"min_time": args.min_time, "max_time": 20.0, "min_samples": 3,
               "max_samples": 50}
-    rows, setup = sparse_dot.run(points, timing)
-    rows_by_point = {Point(r["variant"], r["pass"], r["n"], r["k"], r["m"], r["bs"],
-                           r["density"], r["threads"], r["dtype"]): r for r in rows}
-    lines = report(rows_by_point, goals)
+    rounds, setups, round_lines = [], [], []
+    for number in range(1, args.rounds + 1):
+        print(f"round {number} of {args.rounds}", file=sys.stderr, flush=True)
+        rows, setup = sparse_dot.run(points, timing)
+        rounds.append(rows)
+        setups.append(setup)
+        met = sum(ok for _, ok in (t.check({point_of(r): r for r in rows}) for t in goals))
+        round_lines.append(f"round {number}: {met} of {len(goals)} met "
+                           f"(load average {setup['load average before the run']})")
+    rows = combine_rounds(rounds)
+    lines = report({point_of(r): r for r in rows}, goals)
     print()
     print("\n".join(lines))
     passed = sum(line.startswith("PASS") for line in lines)
-    summary = f"{passed} of {len(lines)} targets met"
+    summary = f"{passed} of {len(lines)} targets met, by the medians of {args.rounds} rounds"
     print(summary)
+    print("\n".join(round_lines))
 
     benchlib.atomic_write(os.path.join(args.out_dir, "targets_cpu.csv"),
                           benchlib.csv_text(sparse_dot.COLUMNS, rows))
+    benchlib.atomic_write(os.path.join(args.out_dir, "targets_cpu_rounds.csv"),
+                          benchlib.csv_text(("round",) + sparse_dot.COLUMNS,
+                                            [dict(r, round=number)
+                                             for number, rs in enumerate(rounds, 1)
+                                             for r in rs]))
+    setup = dict(setups[0])
+    setup["date"] = f"{setups[0]['date']} to {setups[-1]['date']}"
+    setup["load average after the run"] = setups[-1].get("load average after the run",
+                                                         "unknown")
     md = ["# condnn CPU performance targets", ""]
     md += [f"- {key}: {value}" for key, value in setup.items()]
-    md += ["", "```", *lines, summary, "```", "", "Measured points:", "",
+    md += ["", "```", *lines, summary, *round_lines, "```", "",
+           f"Measured points (medians of {args.rounds} rounds):", "",
            benchlib.markdown_table(sparse_dot.COLUMNS, rows)]
     benchlib.atomic_write(os.path.join(args.out_dir, "targets_cpu.md"), "\n".join(md))
     return 0
