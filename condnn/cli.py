@@ -22,12 +22,14 @@ import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 from condnn.checkpoint import CheckpointError
-from condnn.train_config import MODELS, OPTIMIZERS, TrainConfig, from_mapping, load_config_file
+from condnn.train_config import (MODELS, OPTIMIZERS, TrainConfig, from_mapping, from_saved,
+                                 load_config_file)
 
 _FLAG_SETTINGS = ("data", "model", "hidden", "tau", "eps", "mode", "dropout", "lambda_s",
                   "lambda_v", "lambda_l2", "baseline", "baseline_momentum", "baseline_lr",
                   "optimizer", "lr", "policy_lr", "momentum", "batch_size", "epochs",
-                  "patience", "train_size", "val_size", "seed", "out", "policy_init_scale")
+                  "patience", "train_size", "val_size", "seed", "out", "policy_init_scale",
+                  "shared_blocks")
 
 
 class UsageError(Exception):
@@ -63,6 +65,19 @@ def parse_tau(text: str) -> Any:
     return values[0] if len(values) == 1 else values
 
 
+def parse_shared_blocks(text: str) -> Any:
+    """``"auto"``; ``"4"`` -> 4; ``"4,2"`` -> [4, 2] (one per hidden layer)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--shared-blocks takes auto, a count or comma-separated counts, got {text!r}"
+        ) from None
+    return values[0] if len(values) == 1 else values
+
+
 def _train_parser(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a conditional (or baseline) MLP",
                               description="Trains, validates each epoch, keeps the best and "
@@ -75,6 +90,9 @@ def _train_parser(subparsers) -> None:
                    help="hidden layers as BLOCKSxSIZE (default 48x64,48x64)")
     p.add_argument("--tau", type=parse_tau, help="target fraction of blocks on, or one per "
                    "layer (default 0.15)")
+    p.add_argument("--shared-blocks", type=parse_shared_blocks, dest="shared_blocks",
+                   help="blocks of each hidden layer that every example runs, or one count "
+                   "per layer; auto (default): half of tau * blocks; 0: all routed")
     p.add_argument("--eps", type=float, help="policy squashing margin (default 0.01)")
     p.add_argument("--mode", choices=("threshold", "sample"),
                    help="evaluation masks (default threshold)")
@@ -157,7 +175,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         last = os.path.join(out, "last.h5")
         if not os.path.exists(last):
             raise UsageError(f"--resume: no checkpoint {last!r} to continue from")
-        base = from_mapping(checkpoint.load(last).metadata["config"])
+        base = from_saved(checkpoint.load(last).metadata["config"])
     else:
         base = load_config_file(args.config) if args.config else TrainConfig()
     return from_mapping(flags, base)

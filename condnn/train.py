@@ -32,7 +32,7 @@ from condnn.models import BlockDropoutMLP, ConditionalMLP, DenseMLP
 from condnn.objective import ConditionalObjective
 from condnn.optim import SGD, Adam, CosineDecay, Optimizer
 from condnn.thread_teams import one_team
-from condnn.train_config import TrainConfig, from_mapping
+from condnn.train_config import TrainConfig, from_mapping, from_saved
 
 LOG_NAME, BEST_NAME, LAST_NAME, CONFIG_NAME = "log.jsonl", "best.h5", "last.h5", "config.json"
 POLICY_GROUP = "policy*"
@@ -100,7 +100,8 @@ def build_model(config: TrainConfig, n_in: int, n_classes: int,
     return ConditionalMLP(n_in, n_classes, hidden=config.hidden, tau=config.tau,
                           eps=config.eps, mode=config.mode,
                           policy_init_scale=config.policy_init_scale, dropout=config.dropout,
-                          seed=config.seed, input_mean=mean)
+                          seed=config.seed, input_mean=mean,
+                          shared_blocks=config.shared_block_counts())
 
 
 def build_optimizer(config: TrainConfig, model: Model, total_steps: int) -> Optimizer:
@@ -203,7 +204,7 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False,
         if not os.path.exists(last_path):
             raise FileNotFoundError(f"cannot resume: no checkpoint {last_path!r}")
         checkpoint = restore(last_path, model)
-        saved = from_mapping(checkpoint.metadata["config"])
+        saved = from_saved(checkpoint.metadata["config"])
         differences = _config_differences(config, saved)
         if differences:
             raise ValueError("cannot resume with other settings than the run's: "

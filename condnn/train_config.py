@@ -7,6 +7,7 @@ None of them depends on MNIST: the input and output widths come from the data se
 """
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Union
@@ -29,6 +30,10 @@ class TrainConfig:
         hidden: per hidden layer ``[n_blocks, block_size]`` (a dense model may also take
             plain widths; a pair means ``n_blocks * block_size`` units).
         tau: target fraction of blocks on, one number or one per hidden layer.
+        shared_blocks: of the condnet, the blocks of each hidden layer that every example
+            runs (the policy routes the others; see ConditionalMLP): a count, one per
+            hidden layer, or "auto" (the default): half of each layer's budget of
+            ``tau * n_blocks`` blocks, rounded, and always fewer than the budget.
         eps: the policies' squashing margin.
         policy_init_scale: scale of the policies' initial Z (see PolicyGate).
         mode: evaluation masks: "threshold" (p > 0.5) or "sample".
@@ -56,6 +61,7 @@ class TrainConfig:
     model: str = "condnet"
     hidden: List[Any] = field(default_factory=lambda: [[48, 64], [48, 64]])
     tau: Union[float, List[float]] = 0.15
+    shared_blocks: Union[str, int, List[int]] = "auto"
     eps: float = 0.01
     policy_init_scale: float = 12.0
     mode: str = "threshold"
@@ -121,6 +127,7 @@ class TrainConfig:
             if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau < 1:
                 raise ValueError(f"tau must be a number in (0, 1) or a list of them, "
                                  f"got {self.tau!r}")
+        self._check_shared_blocks()
         number("eps", 0, 0.5)
         number("policy_init_scale", 0)
         number("dropout", 0, 1)
@@ -156,6 +163,33 @@ class TrainConfig:
             raise ValueError(f"hidden: every layer must have the same block size, got "
                              f"{self.hidden!r}")
 
+    def _check_shared_blocks(self) -> None:
+        value = self.shared_blocks
+        if value == "auto":
+            return
+        counts = value if isinstance(value, list) else [value]
+        if (isinstance(value, list) and len(value) != len(self.hidden)) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+            raise ValueError(f"shared_blocks must be \"auto\", an int >= 0 or a list of them "
+                             f"(one per hidden layer), got {value!r}")
+        if self.model != "condnet":
+            return
+        taus = self.tau if isinstance(self.tau, list) else [self.tau] * len(self.hidden)
+        for count, tau, (n_blocks, _) in zip(self.shared_block_counts(), taus, self.hidden):
+            if not count < tau * n_blocks:
+                raise ValueError(f"shared_blocks must be fewer than tau * n_blocks in every "
+                                 f"hidden layer ({tau * n_blocks:g} for {n_blocks} blocks at "
+                                 f"tau {tau}), got {value!r}")
+
+    def shared_block_counts(self) -> List[int]:
+        """The shared blocks of each hidden layer of the condnet ("auto" worked out)."""
+        taus = self.tau if isinstance(self.tau, list) else [self.tau] * len(self.hidden)
+        if self.shared_blocks == "auto":
+            return [auto_shared_blocks(tau, layer[0]) for tau, layer in zip(taus, self.hidden)]
+        if isinstance(self.shared_blocks, list):
+            return list(self.shared_blocks)
+        return [self.shared_blocks] * len(self.hidden)
+
     def widths(self) -> List[int]:
         """The number of units of each hidden layer."""
         return [layer if isinstance(layer, int) else layer[0] * layer[1]
@@ -170,11 +204,18 @@ class TrainConfig:
         return from_mapping({**self.to_dict(), **changes})
 
 
+def auto_shared_blocks(tau: float, n_blocks: int) -> int:
+    """Half of a layer's budget of ``tau * n_blocks`` blocks, rounded half up, and fewer
+    than the budget: 4 of the 7.2 blocks of 48 at tau 0.15, none of a budget of 1 or less."""
+    budget = tau * n_blocks
+    return max(0, min(int(math.floor(budget / 2 + 0.5)), int(math.ceil(budget)) - 1))
+
+
 def _normalise(key: str, value: Any) -> Any:
     # JSON gives lists; tuples from Python callers are accepted the same.
     if key == "hidden" and isinstance(value, (list, tuple)):
         return [list(v) if isinstance(v, (list, tuple)) else v for v in value]
-    if key == "tau" and isinstance(value, tuple):
+    if key in ("tau", "shared_blocks") and isinstance(value, tuple):
         return list(value)
     return value
 
@@ -193,6 +234,12 @@ def from_mapping(values: Mapping[str, Any], base: Optional[TrainConfig] = None) 
     merged = (base or TrainConfig()).to_dict()
     merged.update({key: _normalise(key, value) for key, value in values.items()})
     return TrainConfig(**merged)
+
+
+def from_saved(values: Mapping[str, Any]) -> TrainConfig:
+    """The settings a run saved in its checkpoints (see :func:`from_mapping`).  Runs saved
+    before the condnet had shared blocks had none, so their ``shared_blocks`` is 0."""
+    return from_mapping({"shared_blocks": 0, **values})
 
 
 def load_config_file(path: str, base: Optional[TrainConfig] = None) -> TrainConfig:

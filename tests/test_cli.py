@@ -106,6 +106,15 @@ def test_unparseable_values_are_argparse_errors(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["train", "--hidden", "8y16"])
     assert exit_info.value.code == 2 and "--hidden" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--shared-blocks", "some"])
+    assert exit_info.value.code == 2 and "--shared-blocks" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, value", [("auto", "auto"), ("AUTO", "auto"), ("3", 3),
+                                         ("4,2", [4, 2])])
+def test_shared_blocks_flag(text, value):
+    assert cli.parse_shared_blocks(text) == value
 
 
 def test_bad_config_file_is_named(tmp_path, capsys):

@@ -7,7 +7,7 @@ import pytest
 
 import condnn
 from condnn.train import train
-from condnn.train_config import TrainConfig, from_mapping
+from condnn.train_config import TrainConfig, from_mapping, from_saved
 
 import synthetic_idx
 
@@ -111,7 +111,10 @@ def test_same_seed_same_run(tmp_path):
     ({"tau": 1.2}, "tau"), ({"tau": [0.1]}, "one per hidden layer"),
     ({"hidden": [[4, 8], [4, 16]]}, "same block size"), ({"model": "moe"}, "model"),
     ({"baseline": "best"}, "baseline"), ({"epochs": 0}, "epochs"),
-    ({"lr": -1.0}, "lr"), ({"colour": "red"}, "unknown setting")])
+    ({"lr": -1.0}, "lr"), ({"colour": "red"}, "unknown setting"),
+    ({"shared_blocks": -1}, "shared_blocks must be"), ({"shared_blocks": "half"}, "auto"),
+    ({"shared_blocks": [1]}, "one per hidden layer"),
+    ({"shared_blocks": 8}, r"fewer than tau \* n_blocks .*7.2 for 48 blocks at tau 0.15")])
 def test_bad_settings_are_named(changes, match):
     with pytest.raises(ValueError, match=match):
         from_mapping(changes)
@@ -124,6 +127,30 @@ def test_too_large_validation_set_is_an_error(tmp_path):
 
 def test_default_config_is_valid():
     assert TrainConfig().check().model == "condnet"
+
+
+@pytest.mark.parametrize("tau, n_blocks, shared", [
+    (0.15, 48, 4), (0.25, 8, 1), (0.5, 8, 2), (0.2, 4, 0), (0.5, 2, 0), (0.9, 2, 1)])
+def test_auto_shares_half_the_budget_and_leaves_some_to_route(tau, n_blocks, shared):
+    config = from_mapping({"hidden": [[n_blocks, 16]], "tau": tau})
+    assert config.shared_block_counts() == [shared]
+    assert shared < tau * n_blocks
+
+
+def test_settings_saved_before_shared_blocks_existed_read_as_none():
+    saved = TrainConfig().to_dict()
+    assert from_saved(saved).shared_blocks == "auto"
+    del saved["shared_blocks"]
+    assert from_saved(saved).shared_blocks == 0
+
+
+def test_shared_blocks_reach_the_model_and_its_checkpoint(tmp_path):
+    config = small_config(tmp_path, epochs=1, shared_blocks=[3, 1])
+    result = train(config, echo=None, data=DATA)
+    model = condnn.load(result.best_path).model
+    assert model.shared_blocks == [3, 1]
+    assert [g.n_blocks for g in model.gates] == [5, 7]
+    assert from_mapping({"model": "dense", "hidden": [64], "shared_blocks": 9}).model == "dense"
 
 
 def test_models_are_trained_on_centred_inputs(tmp_path):

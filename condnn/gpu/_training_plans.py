@@ -14,7 +14,8 @@ from condnn.gpu._plan import Buf, Plan, Zero, RaiseIfFlagged, _Builder, _cdiv, _
 
 __all__ = ["relu", "relu_grad", "add_scaled", "sub_row", "dropout", "block_dropout",
            "adam_update", "sgd_update",
-           "policy_prob", "bernoulli_mask", "threshold_mask", "softmax_xent", "xent_grad",
+           "policy_prob", "bernoulli_mask", "threshold_mask", "mask_columns", "softmax_xent",
+           "xent_grad",
            "policy_grad", "advantages", "learned_advantages", "clip_grad_norm", "check_mask",
            "BASELINE_KINDS", "LABEL_MESSAGE"]
 
@@ -106,9 +107,23 @@ def bernoulli_mask(size: int, dtype) -> Plan:
                    _i64(size))
 
 
-def threshold_mask(n: int, nb: int, dtype) -> Plan:
-    """mask = prob > 1/2, each empty row keeping its most probable block."""
-    return _single("threshold_mask", dtype, n, Buf("prob"), Buf("mask"), _i32(n), _i32(nb))
+def threshold_mask(n: int, nb: int, dtype, keep_a_block: bool = True) -> Plan:
+    """mask = prob > 1/2, each empty row keeping its most probable block (if keep_a_block)."""
+    return _single("threshold_mask", dtype, n, Buf("prob"), Buf("mask"), _i32(n), _i32(nb),
+                   _i32(int(bool(keep_a_block))))
+
+
+def mask_columns(n: int, src_width: int, src_first: int, dst_width: int, dst_first: int,
+                 count: int, ones: int) -> Plan:
+    """dst (n, dst_width): its first ``ones`` columns 1, and columns dst_first onwards the
+    ``count`` columns of src (n, src_width) from src_first (other columns are left)."""
+    bld = _Builder(np.float32)     # masks are bytes whatever the float type
+    size = n * dst_width
+    if size:
+        bld.launch("mask_columns", (min(_cdiv(size, _THREADS), _MAX_BLOCKS), 1, 1),
+                   (_THREADS, 1, 1), Buf("src"), _i32(src_width), _i32(src_first), Buf("dst"),
+                   _i32(dst_width), _i32(dst_first), _i32(count), _i32(ones), _i64(size))
+    return bld.plan()
 
 
 def softmax_xent(n: int, classes: int, dtype, check_labels: bool = True) -> Plan:

@@ -127,10 +127,11 @@ __device__ __forceinline__ void bernoulli_mask(const T* __restrict__ prob,
 }
 
 // mask = prob > 1/2, and a row with no block on keeps its most probable one (the first of
-// equals), as layers.policy_gate.threshold_mask.
+// equals) unless keep_a_block is 0, as layers.policy_gate.threshold_mask.
 template <typename T>
 __device__ __forceinline__ void threshold_mask(const T* __restrict__ prob,
-                                               unsigned char* __restrict__ mask, int n, int nb)
+                                               unsigned char* __restrict__ mask, int n, int nb,
+                                               int keep_a_block)
 {
     FLAT_LOOP(i, n) {
         const T* p = prob + i * nb;
@@ -142,7 +143,7 @@ __device__ __forceinline__ void threshold_mask(const T* __restrict__ prob,
             any |= on;
             if (p[j] > p[best]) best = j;
         }
-        if (!any && nb > 0) u[best] = 1;
+        if (!any && nb > 0 && keep_a_block) u[best] = 1;
     }
 }
 
@@ -346,6 +347,25 @@ extern "C" __global__ void clip_factor(double* __restrict__ state, double max_no
     state[1] = norm > max_norm ? max_norm / norm : 1.0;
 }
 
+// Columns copied between the masks of a layer of the conditional MLP with shared blocks
+// (models.conditional_mlp.with_shared_blocks and routed_blocks): over dst's (n, dst_width)
+// bytes, the first `ones` columns are set to 1, and columns dst_first .. dst_first+count-1
+// take src's columns src_first .. src_first+count-1.
+extern "C" __global__ void __launch_bounds__(256) mask_columns(
+    const unsigned char* __restrict__ src, int src_width, int src_first,
+    unsigned char* __restrict__ dst, int dst_width, int dst_first, int count, int ones,
+    long long size)
+{
+    FLAT_LOOP(e, size) {
+        const long long i = e / dst_width;
+        const int j = (int)(e - i * dst_width);
+        if (j < ones)
+            dst[e] = 1;
+        else if (j >= dst_first && j < dst_first + count)
+            dst[e] = src[i * src_width + src_first + (j - dst_first)];
+    }
+}
+
 template <typename T>
 __device__ __forceinline__ void scale_by(T* __restrict__ x, long long size,
                                          const double* __restrict__ state)
@@ -449,8 +469,9 @@ __device__ __forceinline__ void learned_advantages(const T* __restrict__ costs,
         bernoulli_mask<T>(prob, uniform, mask, size);                                       \
     }                                                                                       \
     extern "C" __global__ void __launch_bounds__(256) threshold_mask_##SUFFIX(              \
-        const T* __restrict__ prob, unsigned char* __restrict__ mask, int n, int nb) {      \
-        threshold_mask<T>(prob, mask, n, nb);                                               \
+        const T* __restrict__ prob, unsigned char* __restrict__ mask, int n, int nb,        \
+        int keep_a_block) {                                                                 \
+        threshold_mask<T>(prob, mask, n, nb, keep_a_block);                                 \
     }                                                                                       \
     extern "C" __global__ void __launch_bounds__(256) row_mean_##SUFFIX(                    \
         const T* __restrict__ x, int n, int nb, T* __restrict__ out) {                      \

@@ -25,6 +25,7 @@ from condnn.gpu.sparse import check_layout
 
 __all__ = ["relu", "relu_", "relu_grad", "add_scaled_", "sub_row", "dropout", "block_dropout",
            "adam_update_", "sgd_update_", "policy_prob_", "bernoulli_mask", "threshold_mask",
+           "widen_mask", "routed_mask",
            "softmax_cross_entropy", "xent_grad", "policy_grad", "advantages",
            "learned_advantages", "clip_grad_norm_", "check_mask"]
 
@@ -221,16 +222,53 @@ def bernoulli_mask(prob, uniform, out=None):
     return out
 
 
-def threshold_mask(prob, out=None):
+def threshold_mask(prob, out=None, keep_a_block: bool = True):
     """``prob > 1/2`` as a uint8 mask, a row with none on keeping its most probable block
-    (layers.policy_gate.threshold_mask)."""
+    unless not ``keep_a_block`` (layers.policy_gate.threshold_mask)."""
     rt = _runtime.runtime()
     dtype = _float(rt, "prob", prob)
     if len(prob.shape) != 2:
         raise ValueError(f"prob must be 2-D (examples, blocks), got shape {tuple(prob.shape)}")
     out = _mask_out(rt, out, prob.shape)
     n, nb = prob.shape
-    rt.run(plans.threshold_mask(n, nb, dtype), {"prob": prob, "mask": out})
+    rt.run(plans.threshold_mask(n, nb, dtype, keep_a_block), {"prob": prob, "mask": out})
+    return out
+
+
+def _check_shared(shared) -> None:
+    if isinstance(shared, bool) or not isinstance(shared, (int, np.integer)) or shared < 0:
+        raise ValueError(f"shared must be an int >= 0, got {shared!r}")
+
+
+def _mask_of_width(rt, name: str, mask, more_than: int) -> Tuple[int, int]:
+    _check(rt, name, mask, dtype=np.dtype(np.uint8))
+    if len(mask.shape) != 2 or mask.shape[1] <= more_than:
+        raise ValueError(f"{name} must be a 2-D mask with more than {more_than} columns, got "
+                         f"shape {tuple(mask.shape)}")
+    return mask.shape
+
+
+def widen_mask(routed, shared: int):
+    """The (n, shared + B) mask whose first ``shared`` columns are 1 and whose others are
+    the (n, B) uint8 mask ``routed`` (models.conditional_mlp.with_shared_blocks)."""
+    _check_shared(shared)
+    rt = _runtime.runtime()
+    n, width = _mask_of_width(rt, "routed", routed, 0)
+    out = rt.empty((n, shared + width), np.dtype(np.uint8))
+    rt.run(plans.mask_columns(n, width, 0, shared + width, shared, width, shared),
+           {"src": routed, "dst": out})
+    return out
+
+
+def routed_mask(mask, shared: int):
+    """A copy of all but the first ``shared`` columns of the (n, B) uint8 mask
+    (models.conditional_mlp.routed_blocks)."""
+    _check_shared(shared)
+    rt = _runtime.runtime()
+    n, width = _mask_of_width(rt, "mask", mask, shared)
+    out = rt.empty((n, width - shared), np.dtype(np.uint8))
+    rt.run(plans.mask_columns(n, width, shared, width - shared, 0, width - shared, 0),
+           {"src": mask, "dst": out})
     return out
 
 

@@ -37,7 +37,8 @@ class PolicyGate(Layer):
 
     In threshold mode an example with no block above 0.5 keeps its most probable block: a
     layer with every block off passes on nothing, and the output of the network would be
-    its last bias whatever the input.
+    its last bias whatever the input.  A gate whose layer has blocks on anyway (the shared
+    blocks of :class:`condnn.models.ConditionalMLP`) is built with ``keep_a_block=False``.
 
     The squashing keeps ``log pi(u | h)`` and its gradient finite, and keeps every block
     a chance of being tried.  Z is (n_in, B), initialised at random (``init`` times
@@ -77,6 +78,9 @@ class PolicyGate(Layer):
         rng: seed or Generator for Z's initialization and the sampling; it is saved in
             checkpoints (``<path>/rng``), so a resumed run draws the same masks.
         dtype: float32 or float64.
+        input_grad: see above.
+        keep_a_block: in threshold mode, switch on the most probable block of an example
+            that has none above 0.5.
 
     Example:
         >>> gate = PolicyGate(4, 3, tau=0.5, rng=0)
@@ -90,7 +94,8 @@ class PolicyGate(Layer):
     def __init__(self, n_in: int, n_blocks: int, *, tau: float, eps: float = 0.01,
                  mode: str = "threshold", input_block_size: Optional[int] = None,
                  init: Initializer = glorot_uniform, init_scale: float = 0.1,
-                 rng: RngLike = None, dtype=np.float32, input_grad: bool = False) -> None:
+                 rng: RngLike = None, dtype=np.float32, input_grad: bool = False,
+                 keep_a_block: bool = True) -> None:
         super().__init__()
         self.n_in = check_size("n_in", n_in)
         self.n_blocks = check_size("n_blocks", n_blocks)
@@ -106,6 +111,7 @@ class PolicyGate(Layer):
                              f"n_in = {self.n_in}")
         self.dtype = float_dtype(dtype)
         self.input_grad = bool(input_grad)
+        self.keep_a_block = bool(keep_a_block)
         self.rng = as_generator(rng)
         Z = np.asarray(init((self.n_in, self.n_blocks), self.rng, self.dtype), self.dtype)
         self.add_param("Z", Z * self.dtype.type(init_scale))
@@ -143,7 +149,7 @@ class PolicyGate(Layer):
             if train or chosen == "sample":
                 mask = (self.rng.random(prob.shape, dtype=self.dtype) < prob).view(np.uint8)
             else:
-                mask = threshold_mask(prob)
+                mask = threshold_mask(prob, self.keep_a_block)
         elif mask.shape != prob.shape:
             raise ValueError(f"PolicyGate: mask must have shape {prob.shape}, got {mask.shape}")
 
@@ -198,7 +204,7 @@ class PolicyGate(Layer):
                 uniform = to_device(self.rng.random(prob.shape, dtype=self.dtype), "gpu")
                 mask = training.bernoulli_mask(prob, uniform)
             else:
-                mask = training.threshold_mask(prob)
+                mask = training.threshold_mask(prob, keep_a_block=self.keep_a_block)
         elif tuple(mask.shape) != tuple(prob.shape):
             raise ValueError(f"PolicyGate: mask must have shape {prob.shape}, got {mask.shape}")
         else:       # a caller's mask: checked once here, so no product checks it again
@@ -227,9 +233,12 @@ class PolicyGate(Layer):
 
 
 
-def threshold_mask(prob: np.ndarray) -> np.ndarray:
-    """``[p > 0.5]`` as uint8, with each row's most probable block on if none is."""
+def threshold_mask(prob: np.ndarray, keep_a_block: bool = True) -> np.ndarray:
+    """``[p > 0.5]`` as uint8, with each row's most probable block on if none is (unless not
+    ``keep_a_block``)."""
     mask = (prob > 0.5).view(np.uint8)
+    if not keep_a_block:
+        return mask
     some_on = mask.any(axis=1)
     if not some_on.all():
         empty = np.flatnonzero(~some_on)

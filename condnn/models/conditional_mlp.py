@@ -3,6 +3,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
+from condnn.device import on_gpu
 from condnn.initializers import Initializer, glorot_uniform, he_normal
 from condnn.layers.base import check_size, float_dtype
 from condnn.layers.block_sparse_dense import BlockSparseDense
@@ -15,6 +16,7 @@ from condnn.models.arguments import (centered, check_hidden_blocks, check_input_
 from condnn.models.trace import Product, Trace, check_execution, hidden_layer, relu_grad
 
 Numbers = Union[float, Sequence[float]]
+Counts = Union[int, Sequence[int]]
 
 
 class ConditionalMLP(Model):
@@ -23,9 +25,15 @@ class ConditionalMLP(Model):
 
     With h_0 = x and u_0 = None (the input is not gated), for l = 1..L::
 
-        u_l ~ pi_l(. | h_{l-1})                                 policy<l>: (n, B_l) mask
+        u_l = [1_{S_l}, r_l],  r_l ~ pi_l(. | h_{l-1})          policy<l>: (n, B_l) mask
         h_l = relu(((h_{l-1} * u_{l-1}) @ W_l + b_l) * u_l)     fc<l>
         logits = (h_L * u_L) @ W_out + b_out                    out
+
+    The first S_l blocks of layer l (``shared_blocks``, 0 by default) are on for every
+    example, and the policy chooses among the other B_l - S_l.  Shared blocks learn from
+    every example, where a routed block learns only from the examples routed to it: in the
+    default network on MNIST, four shared blocks per layer lowered the test error by about
+    0.4 points at the same cost (see the README).
 
     The products are block-sparse (:func:`condnn.sparse_dot`): the first is dense-in,
     sparse-out (``fs``), the hidden ones sparse/sparse (``ss``, cost ~ tau^2 of dense),
@@ -37,7 +45,11 @@ class ConditionalMLP(Model):
         n_classes: output width.
         hidden: per hidden layer ``[n_blocks, block_size]``; every layer has the same block
             size (the block-sparse product gates input and output with one).
-        tau: the target fraction of blocks on, one number or one per hidden layer.
+        tau: the target fraction of blocks on, one number or one per hidden layer; it
+            counts the shared blocks, so the policy of layer l aims at
+            ``(tau_l B_l - S_l) / (B_l - S_l)`` of its routed blocks.
+        shared_blocks: S_l, the number of blocks of each hidden layer that every example
+            runs (one number or one per hidden layer; fewer than ``tau_l B_l``).
         eps: the policies' squashing margin (probabilities in [eps, 1 - eps]).
         mode: how evaluation chooses masks: "threshold" (p > 0.5, deterministic) or
             "sample".
@@ -50,7 +62,7 @@ class ConditionalMLP(Model):
             every input; ``condnn train`` passes the training set's.
 
     Parameters: ``fc<l>/W`` (n_{l-1}, B_l bs), ``fc<l>/b``, ``out/W``, ``out/b``, and the
-    policy's ``policy<l>/Z`` (n_{l-1}, B_l), ``policy<l>/d`` (B_l,).
+    policy's ``policy<l>/Z`` (n_{l-1}, B_l - S_l), ``policy<l>/d`` (B_l - S_l,).
 
     Example:
         >>> model = ConditionalMLP(n_in=20, n_classes=3, hidden=[[4, 8], [4, 8]], tau=0.5)
@@ -66,12 +78,14 @@ class ConditionalMLP(Model):
                  hidden: Sequence[Sequence[int]] = ((48, 64), (48, 64)), tau: Numbers = 0.15,
                  eps: float = 0.01, mode: str = "threshold", policy_init_scale: float = 12.0,
                  dropout: float = 0.0, seed: int = 0, dtype: str = "float32",
-                 input_mean: Optional[Sequence[float]] = None) -> None:
+                 input_mean: Optional[Sequence[float]] = None,
+                 shared_blocks: Counts = 0) -> None:
         self.n_in = check_size("n_in", n_in)
         self.n_classes = check_size("n_classes", n_classes)
         self.hidden = check_hidden_blocks(hidden)
         self.block_size = self.hidden[0][1]
         self.taus = per_layer("tau", tau, len(self.hidden), open_unit)
+        self.shared_blocks = check_shared_blocks(shared_blocks, self.hidden, self.taus)
         self.mode = check_mode(mode)
         dtype = float_dtype(dtype)
         self.input_mean = check_input_mean(input_mean, self.n_in, dtype)
@@ -82,10 +96,13 @@ class ConditionalMLP(Model):
         self.fcs: List[BlockSparseDense] = []
         self.gates: List[PolicyGate] = []
         width, input_block_size, active_in = self.n_in, None, 1.0
-        for index, ((n_blocks, block_size), tau_l) in enumerate(zip(self.hidden, self.taus)):
-            gate = PolicyGate(width, n_blocks, tau=tau_l, eps=eps, mode=mode,
+        for index, ((n_blocks, block_size), tau_l, shared) in enumerate(
+                zip(self.hidden, self.taus, self.shared_blocks)):
+            gate = PolicyGate(width, n_blocks - shared, tau=_routed_tau(tau_l, n_blocks, shared),
+                              eps=eps, mode=mode,
                               input_block_size=input_block_size, init_scale=policy_init_scale,
-                              rng=np.random.default_rng(gate_seeds[index]), dtype=dtype)
+                              rng=np.random.default_rng(gate_seeds[index]), dtype=dtype,
+                              keep_a_block=shared == 0)
             # The first layer's input is data: no gradient is needed for it.
             fc = BlockSparseDense(width, n_blocks * block_size, block_size,
                                   init=_scaled(he_normal, active_in), rng=rng, dtype=dtype,
@@ -104,7 +121,8 @@ class ConditionalMLP(Model):
         products, width = [], self.n_in
         for index, (n_blocks, block_size) in enumerate(self.hidden):
             in_mask = index - 1 if index else None
-            products.append(Product(f"policy{index + 1}", width, n_blocks, block_size,
+            products.append(Product(f"policy{index + 1}", width,
+                                    n_blocks - self.shared_blocks[index], block_size,
                                     in_mask, None, policy=True))
             products.append(Product(f"fc{index + 1}", width, n_blocks * block_size,
                                     block_size, in_mask, index))
@@ -130,14 +148,15 @@ class ConditionalMLP(Model):
             x: (N, n_in) examples, a few hundred or more (the quantiles need them).
         """
         h, prev_mask = centered(x, self.input_mean), None
-        for fc, gate in zip(self.fcs, self.gates):
+        for fc, gate, shared in zip(self.fcs, self.gates, self.shared_blocks):
             z = h @ gate.params["Z"]
             # The (1 - tau) quantile of each column: a fraction tau of z + d lies above 0.
             gate.params["d"][:] = -np.quantile(z, 1 - gate.tau, axis=0)
             decision, _ = gate(h, False, amask=prev_mask, mode="threshold")
-            h, _ = fc(h, False, amask=prev_mask, omask=decision.mask)
+            mask = with_shared_blocks(decision.mask, shared)
+            h, _ = fc(h, False, amask=prev_mask, omask=mask)
             np.maximum(h, 0, out=h)
-            prev_mask = decision.mask
+            prev_mask = mask
 
     def trace(self, x: np.ndarray, train: bool, *,
               masks: Optional[Sequence[np.ndarray]] = None, execution: str = "sparse",
@@ -148,7 +167,8 @@ class ConditionalMLP(Model):
             x: (n, n_in) input.
             train: training (masks sampled) or evaluation (masks by ``mode``).
             masks: optional masks to use instead of the policies' choice, one (n, B_l) per
-                hidden layer; their log-likelihood is what the policy terms differentiate.
+                hidden layer; the log-likelihood of their routed blocks (all but the
+                first S_l) is what the policy terms differentiate.
             execution: "sparse", "dense" (same outputs, dense products) or "all_on" (every
                 block on, no policy); see :data:`condnn.models.trace.EXECUTIONS`.
             mode: overrides the policies' evaluation mode for this pass.
@@ -162,15 +182,19 @@ class ConditionalMLP(Model):
         layer_outputs, fc_backprops, gate_backprops, drop_backprops = [], [], [], []
         out_masks: List[Optional[np.ndarray]] = []
         probs: List[Optional[np.ndarray]] = []
-        for index, (fc, gate) in enumerate(zip(self.fcs, self.gates)):
+        for index, (fc, gate, shared) in enumerate(zip(self.fcs, self.gates,
+                                                        self.shared_blocks)):
             mask, gate_backprop, prob = None, None, None
             if execution != "all_on":
-                given = None if masks is None else masks[index]
+                given = None if masks is None else routed_blocks(masks[index], shared,
+                                                                 f"masks[{index}]")
                 # Dense execution: h is already zero outside its mask, so the dense product
                 # gives the policy the same input.
                 decision, gate_backprop = gate(h, train, amask=prev_mask if sparse else None,
                                                mask=given, mode=mode)
-                mask, prob = decision.mask, decision.prob
+                mask = masks[index] if masks is not None else \
+                    with_shared_blocks(decision.mask, shared)
+                prob = decision.prob
             y, fc_backprop = hidden_layer(fc, h, train, prev_mask, mask, sparse)
             layer_outputs.append(y)
             drop_backprop = None
@@ -204,6 +228,57 @@ class ConditionalMLP(Model):
         penalty=None)`` as :class:`Trace`'s.  ``kwargs`` go to :meth:`trace`."""
         trace = self.trace(x, train, **kwargs)
         return trace.logits, trace.backprop
+
+
+def check_shared_blocks(shared_blocks: Counts, hidden: Sequence[Sequence[int]],
+                        taus: Sequence[float]) -> List[int]:
+    """The shared blocks of each hidden layer, checked: ints from 0, each below its layer's
+    ``tau * n_blocks`` (the policy must have some of its budget left to route)."""
+    values = list(shared_blocks) if isinstance(shared_blocks, (list, tuple)) \
+        else [shared_blocks] * len(hidden)
+    if len(values) != len(hidden) or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
+            for v in values):
+        raise ValueError(f"shared_blocks must be an int >= 0 or a list of {len(hidden)} of "
+                         f"them (one per hidden layer), got {shared_blocks!r}")
+    for index, (value, (n_blocks, _), tau) in enumerate(zip(values, hidden, taus)):
+        if not value < tau * n_blocks:
+            raise ValueError(f"shared_blocks: hidden layer {index + 1} has {n_blocks} blocks "
+                             f"and tau {tau}, so it runs {tau * n_blocks:g} blocks per "
+                             f"example; fewer must be shared, got {value}")
+    return [int(v) for v in values]
+
+
+def _routed_tau(tau: float, n_blocks: int, shared: int) -> float:
+    """The fraction of its routed blocks that a layer's policy aims at, for the layer to run
+    a fraction tau of all its blocks."""
+    return tau if not shared else (tau * n_blocks - shared) / (n_blocks - shared)
+
+
+def with_shared_blocks(routed: np.ndarray, shared: int) -> np.ndarray:
+    """The (n, shared + B) mask of a layer from its policy's (n, B) mask: the shared blocks
+    first, on, then the routed ones."""
+    if not shared:
+        return routed
+    if on_gpu(routed):
+        from condnn.gpu import training
+        return training.widen_mask(routed, shared)
+    mask = np.ones((routed.shape[0], shared + routed.shape[1]), dtype=np.uint8)
+    mask[:, shared:] = routed
+    return mask
+
+
+def routed_blocks(mask, shared: int, name: str):
+    """The routed part (all but the first ``shared`` columns) of a layer's full mask."""
+    if not shared:
+        return mask
+    if len(getattr(mask, "shape", ())) != 2 or mask.shape[1] <= shared:
+        raise ValueError(f"{name} must be a 2-D mask with more than {shared} columns (the "
+                         f"layer's blocks), got shape {getattr(mask, 'shape', None)}")
+    if on_gpu(mask):
+        from condnn.gpu import training
+        return training.routed_mask(mask, shared)
+    return mask[:, shared:]
 
 
 def _scaled(init: Initializer, active_fraction: float) -> Initializer:

@@ -22,6 +22,14 @@ def _model(dtype="float32", dropout=0.2, seed=1):
                           input_mean=list(rng.random(24)))
 
 
+def _shared_model(dtype="float32", dropout=0.2, seed=1):
+    """A condnet whose layers have shared blocks (on for every example)."""
+    rng = np.random.default_rng(seed)
+    return ConditionalMLP(n_in=24, n_classes=3, hidden=[[5, 8], [4, 8]], tau=0.5,
+                          shared_blocks=[2, 1], dropout=dropout, seed=seed, dtype=dtype,
+                          input_mean=list(rng.random(24)))
+
+
 def _dense_model(dtype="float32", dropout=0.2, seed=1):
     rng = np.random.default_rng(seed)
     return DenseMLP(n_in=24, n_classes=3, hidden=[16, 12], dropout=dropout, seed=seed,
@@ -40,8 +48,9 @@ def _bdnn_model(dtype="float32", dropout=None, seed=1):
 
 
 # Every model of condnn.models (each runs on the GPU).
-MODELS = pytest.mark.parametrize("make_model", [_model, _dense_model, _bdnn_model],
-                                 ids=["condnet", "dense", "bdnn"])
+MODELS = pytest.mark.parametrize("make_model", [_model, _shared_model, _dense_model,
+                                                _bdnn_model],
+                                 ids=["condnet", "condnet-shared", "dense", "bdnn"])
 
 
 def _data(n=40, dtype=np.float32, seed=2):

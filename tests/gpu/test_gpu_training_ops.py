@@ -101,6 +101,21 @@ def test_one_training_step_of_a_policy_gate_and_softmax_layer(dev):
     np.testing.assert_array_equal(dev.get(ops.threshold_mask(prob_dev)), threshold_mask(prob))
 
 
+def test_masks_widen_to_shared_blocks_and_narrow_back(dev):
+    from condnn.models.conditional_mlp import routed_blocks, with_shared_blocks
+    routed = (RNG.random((37, 5)) < 0.5).astype(np.uint8)
+    full = dev.get(ops.widen_mask(dev.put(routed), 3))
+    np.testing.assert_array_equal(full, with_shared_blocks(routed, 3))
+    np.testing.assert_array_equal(full[:, :3], 1)
+    mask = (RNG.random((37, 9)) < 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(dev.get(ops.routed_mask(dev.put(mask), 4)),
+                                  routed_blocks(mask, 4, "mask"))
+    prob = RNG.random((50, 3)).astype(np.float32) * 0.7
+    np.testing.assert_array_equal(dev.get(ops.threshold_mask(dev.put(prob),
+                                                             keep_a_block=False)),
+                                  (prob > 0.5).astype(np.uint8))
+
+
 def test_optimizer_steps_change_parameters_and_clear_gradients(dev):
     param = dev.put(np.ones(10, np.float32))
     grad = dev.put(np.full(10, 2.0, np.float32))
@@ -149,6 +164,12 @@ F32 = np.zeros((4, 3), np.float32)
     (lambda: ops.bernoulli_mask(F32, F32, out=np.zeros((4, 3), bool)), TypeError,
      "^out must have dtype uint8"),
     (lambda: ops.threshold_mask(np.zeros(3, np.float32)), ValueError, "prob must be 2-D"),
+    (lambda: ops.widen_mask(np.zeros((4, 3), np.uint8), -1), ValueError,
+     "shared must be an int >= 0"),
+    (lambda: ops.widen_mask(np.zeros((4, 3), bool), 2), TypeError,
+     "^routed must have dtype uint8"),
+    (lambda: ops.routed_mask(np.zeros((4, 3), np.uint8), 3), ValueError,
+     r"^mask must be a 2-D mask with more than 3 columns, got shape \(4, 3\)"),
     (lambda: ops.softmax_cross_entropy(F32, np.zeros(4, np.int32)), TypeError,
      "^labels must have dtype int64"),
     (lambda: ops.softmax_cross_entropy(F32, np.array([0, 1, 2, 3])), ValueError,

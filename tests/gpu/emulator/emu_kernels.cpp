@@ -55,7 +55,7 @@ const Entry kEntries[] = {
     KERNEL(sum_squares_##S), INDEPENDENT(scale_by_##S)
     TRAINING_KERNELS(f32),
     TRAINING_KERNELS(f64),
-    KERNEL(add_partials), KERNEL(clip_factor),
+    KERNEL(add_partials), KERNEL(clip_factor), INDEPENDENT(mask_columns),
 };
 
 const Entry* find(const char* name) {
