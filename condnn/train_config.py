@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from condnn.baselines import BASELINES
+from condnn.models.conditional_mlp import check_shared_blocks
 
 MODELS = ("condnet", "dense", "bdnn")
 OPTIMIZERS = ("sgd", "adam")
@@ -127,7 +128,7 @@ class TrainConfig:
             if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau < 1:
                 raise ValueError(f"tau must be a number in (0, 1) or a list of them, "
                                  f"got {self.tau!r}")
-        self._check_shared_blocks()
+        self._check_shared_blocks(taus)
         number("eps", 0, 0.5)
         number("policy_init_scale", 0)
         number("dropout", 0, 1)
@@ -163,23 +164,17 @@ class TrainConfig:
             raise ValueError(f"hidden: every layer must have the same block size, got "
                              f"{self.hidden!r}")
 
-    def _check_shared_blocks(self) -> None:
-        value = self.shared_blocks
-        if value == "auto":
+    def _check_shared_blocks(self, taus: List[float]) -> None:
+        if self.shared_blocks == "auto":
             return
-        counts = value if isinstance(value, list) else [value]
-        if (isinstance(value, list) and len(value) != len(self.hidden)) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+        if isinstance(self.shared_blocks, str):
             raise ValueError(f"shared_blocks must be \"auto\", an int >= 0 or a list of them "
-                             f"(one per hidden layer), got {value!r}")
-        if self.model != "condnet":
-            return
-        taus = self.tau if isinstance(self.tau, list) else [self.tau] * len(self.hidden)
-        for count, tau, (n_blocks, _) in zip(self.shared_block_counts(), taus, self.hidden):
-            if not count < tau * n_blocks:
-                raise ValueError(f"shared_blocks must be fewer than tau * n_blocks in every "
-                                 f"hidden layer ({tau * n_blocks:g} for {n_blocks} blocks at "
-                                 f"tau {tau}), got {value!r}")
+                             f"(one per hidden layer), got {self.shared_blocks!r}")
+        # Only the condnet has a budget of blocks to share; the other models ignore it.
+        condnet = self.model == "condnet"
+        check_shared_blocks(self.shared_blocks, self.hidden if condnet else None,
+                            (taus * len(self.hidden) if len(taus) == 1 else taus)
+                            if condnet else None, len(self.hidden))
 
     def shared_block_counts(self) -> List[int]:
         """The shared blocks of each hidden layer of the condnet ("auto" worked out)."""

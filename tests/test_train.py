@@ -114,7 +114,8 @@ def test_same_seed_same_run(tmp_path):
     ({"lr": -1.0}, "lr"), ({"colour": "red"}, "unknown setting"),
     ({"shared_blocks": -1}, "shared_blocks must be"), ({"shared_blocks": "half"}, "auto"),
     ({"shared_blocks": [1]}, "one per hidden layer"),
-    ({"shared_blocks": 8}, r"fewer than tau \* n_blocks .*7.2 for 48 blocks at tau 0.15")])
+    ({"shared_blocks": 8}, "hidden layer 1 has 48 blocks and tau 0.15, so it runs 7.2 blocks "
+                           "per example; fewer must be shared, got 8")])
 def test_bad_settings_are_named(changes, match):
     with pytest.raises(ValueError, match=match):
         from_mapping(changes)

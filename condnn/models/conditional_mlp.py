@@ -230,18 +230,21 @@ class ConditionalMLP(Model):
         return trace.logits, trace.backprop
 
 
-def check_shared_blocks(shared_blocks: Counts, hidden: Sequence[Sequence[int]],
-                        taus: Sequence[float]) -> List[int]:
-    """The shared blocks of each hidden layer, checked: ints from 0, each below its layer's
-    ``tau * n_blocks`` (the policy must have some of its budget left to route)."""
+def check_shared_blocks(shared_blocks: Counts, hidden: Optional[Sequence[Sequence[int]]],
+                        taus: Optional[Sequence[float]],
+                        n_layers: Optional[int] = None) -> List[int]:
+    """The shared blocks of each hidden layer, checked: ints from 0, one number or one per
+    layer, each below its layer's ``tau * n_blocks`` (the policy must have some of its
+    budget left to route) unless ``hidden`` is None."""
+    n_layers = len(hidden) if hidden is not None else n_layers
     values = list(shared_blocks) if isinstance(shared_blocks, (list, tuple)) \
-        else [shared_blocks] * len(hidden)
-    if len(values) != len(hidden) or not all(
+        else [shared_blocks] * n_layers
+    if len(values) != n_layers or not all(
             isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
             for v in values):
-        raise ValueError(f"shared_blocks must be an int >= 0 or a list of {len(hidden)} of "
+        raise ValueError(f"shared_blocks must be an int >= 0 or a list of {n_layers} of "
                          f"them (one per hidden layer), got {shared_blocks!r}")
-    for index, (value, (n_blocks, _), tau) in enumerate(zip(values, hidden, taus)):
+    for index, (value, (n_blocks, _), tau) in enumerate(zip(values, hidden or [], taus or [])):
         if not value < tau * n_blocks:
             raise ValueError(f"shared_blocks: hidden layer {index + 1} has {n_blocks} blocks "
                              f"and tau {tau}, so it runs {tau * n_blocks:g} blocks per "
