@@ -78,13 +78,16 @@ def test_threshold_evaluation_follows_the_policies():
         assert mask.any(axis=1).all()
 
 
+@pytest.mark.parametrize("shared_blocks", [0, [1, 0]])
 @pytest.mark.parametrize("execution", ["sparse", "dense"])
-def test_network_gradients_match_finite_differences(execution):
-    model = make_model()
+def test_network_gradients_match_finite_differences(execution, shared_blocks):
+    model = make_model(shared_blocks=shared_blocks)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((6, 7))
-    condnn.check_layer(model, x, forward_kwargs={"masks": random_masks(6, rng),
-                                                 "execution": execution})
+    masks = random_masks(6, rng)
+    for mask, shared in zip(masks, model.shared_blocks):
+        mask[:, :shared] = 1
+    condnn.check_layer(model, x, forward_kwargs={"masks": masks, "execution": execution})
 
 
 def test_policy_gets_gradients_only_from_its_own_terms():

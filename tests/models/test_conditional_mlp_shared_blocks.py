@@ -1,4 +1,5 @@
-"""The conditional MLP's shared blocks: on for every example, the policy routing the rest."""
+"""The conditional MLP's shared blocks: on for every example, the policy routing the rest.
+(The numeric gradient check of a network with shared blocks is in test_conditional_mlp.py.)"""
 import numpy as np
 import pytest
 
@@ -84,15 +85,6 @@ def test_calibration_starts_every_layer_at_its_budget():
     trace = model.trace(x, False)
     for mask, tau in zip(trace.masks, TAUS):
         assert mask.mean() == pytest.approx(tau, abs=0.03)
-
-
-@pytest.mark.parametrize("execution", ["sparse", "dense"])
-def test_network_gradients_match_finite_differences(execution):
-    model = make_model()
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((6, 7))
-    condnn.check_layer(model, x, forward_kwargs={"masks": full_masks(6, rng),
-                                                 "execution": execution})
 
 
 def test_the_policy_terms_differentiate_the_routed_part_of_given_masks():
