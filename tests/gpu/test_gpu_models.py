@@ -251,6 +251,29 @@ def test_a_policy_gate_takes_a_gradient_of_its_probabilities_on_the_gpu(gpu, dty
                                    atol=1e-5 if dtype == "float32" else 1e-11, err_msg=name)
 
 
+def test_a_condnet_with_shared_blocks_takes_a_callers_masks_on_the_gpu(gpu):
+    cpu_model = _shared_model(dropout=0.0)
+    gpu_model = copy.deepcopy(cpu_model).to_gpu()
+    x, _ = _data()
+    rng = np.random.default_rng(8)
+    masks = [(rng.random((len(x), blocks)) < 0.5).astype(np.uint8) for blocks in (5, 4)]
+    advantages = rng.standard_normal(len(x)) / len(x)
+    expected = cpu_model.trace(x, True, masks=masks)
+    got = gpu_model.trace(to_device(x, "gpu"), True,
+                          masks=[to_device(m, "gpu") for m in masks])
+    np.testing.assert_allclose(_host(got.logits), expected.logits, rtol=1e-5, atol=1e-6)
+    for e, g in zip(expected.probs, got.probs):
+        np.testing.assert_allclose(_host(g), e, rtol=1e-5, atol=1e-6)
+    # The policies differentiate the routed part of the masks, on either device.
+    expected.backprop(np.zeros_like(expected.logits), advantages=advantages)
+    got.backprop(to_device(np.zeros_like(expected.logits), "gpu"),
+                 advantages=to_device(advantages.astype(np.float32), "gpu"))
+    for name in ("policy1/Z", "policy2/Z", "policy2/d"):
+        np.testing.assert_allclose(_host(gpu_model.named_grads()[name]),
+                                   cpu_model.named_grads()[name], rtol=1e-4, atol=1e-6,
+                                   err_msg=name)
+
+
 def test_block_dropout_takes_a_callers_masks_on_the_gpu(gpu):
     cpu_model = _bdnn_model()
     gpu_model = copy.deepcopy(cpu_model).to_gpu()
