@@ -2,7 +2,8 @@
 
 A run is described by a :class:`TrainConfig`; ``condnn train`` builds one from its defaults,
 then a JSON config file, then its flags.  The defaults train the default conditional MLP:
-two hidden layers of 48 blocks of 64 units, 15% of the blocks on, on the bundled MNIST.
+two hidden layers of 48 blocks of 64 units, 15% of the blocks on (4 of them shared by every
+example), on the bundled MNIST.
 None of them depends on MNIST: the input and output widths come from the data set.
 """
 import dataclasses
