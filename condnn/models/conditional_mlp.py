@@ -37,7 +37,7 @@ class ConditionalMLP(Model):
 
     The products are block-sparse (:func:`condnn.sparse_dot`): the first is dense-in,
     sparse-out (``fs``), the hidden ones sparse/sparse (``ss``, cost ~ tau^2 of dense),
-    the output sparse-in, dense-out (``sf``).  The policies' own products (``h @ Z``, B
+    the output sparse-in, dense-out (``sf``).  The policies' own products (``h @ Z``, B - S
     columns) skip the inactive input blocks too.
 
     Args:

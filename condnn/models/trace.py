@@ -29,7 +29,8 @@ class Trace(NamedTuple):
     Attributes:
         logits: (n, classes).
         masks: per gated layer, its (n, B) uint8 block mask, or None (all blocks on).
-        probs: per gated layer, the policy's (n, B) probabilities, or None (no policy).
+        probs: per gated layer, the policy's probabilities, or None (no policy): (n, B),
+            or (n, B - S) for a layer whose first S blocks are shared (on for every example).
         backprop: ``backprop(dlogits, advantages=None, penalty=None)`` adds the gradient of
             the loss whose gradient for the logits is ``dlogits`` into the network's
             parameters and, for a conditional model, the policy terms of
