@@ -151,6 +151,11 @@ def report(rows_by_point: Dict[Point, Row], goals: Sequence[Target]) -> List[str
     return lines
 
 
+def met(lines: Sequence[str]) -> int:
+    """How many of report()'s lines say PASS."""
+    return sum(line.startswith("PASS") for line in lines)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--min-time", type=float, default=0.5,
@@ -172,15 +177,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rows, setup = sparse_dot.run(points, timing)
         rounds.append(rows)
         setups.append(setup)
-        met = sum(ok for _, ok in (t.check({point_of(r): r for r in rows}) for t in goals))
-        round_lines.append(f"round {number}: {met} of {len(goals)} met "
+        round_met = met(report({point_of(r): r for r in rows}, goals))
+        round_lines.append(f"round {number}: {round_met} of {len(goals)} met "
                            f"(load average {setup['load average before the run']})")
     rows = combine_rounds(rounds)
     lines = report({point_of(r): r for r in rows}, goals)
     print()
     print("\n".join(lines))
-    passed = sum(line.startswith("PASS") for line in lines)
-    summary = f"{passed} of {len(lines)} targets met, by the medians of {args.rounds} rounds"
+    summary = f"{met(lines)} of {len(lines)} targets met, by the medians of {args.rounds} rounds"
     print(summary)
     print("\n".join(round_lines))
 

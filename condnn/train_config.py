@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from condnn.baselines import BASELINES
-from condnn.models.conditional_mlp import check_shared_blocks
+from condnn.models.conditional_mlp import check_shared_blocks, shared_block_list
 
 MODELS = ("condnet", "dense", "bdnn")
 OPTIMIZERS = ("sgd", "adam")
@@ -129,7 +129,7 @@ class TrainConfig:
             if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau < 1:
                 raise ValueError(f"tau must be a number in (0, 1) or a list of them, "
                                  f"got {self.tau!r}")
-        self._check_shared_blocks(taus)
+        self._check_shared_blocks()
         number("eps", 0, 0.5)
         number("policy_init_scale", 0)
         number("dropout", 0, 1)
@@ -165,26 +165,28 @@ class TrainConfig:
             raise ValueError(f"hidden: every layer must have the same block size, got "
                              f"{self.hidden!r}")
 
-    def _check_shared_blocks(self, taus: List[float]) -> None:
+    def _check_shared_blocks(self) -> None:
         if self.shared_blocks == "auto":
             return
         if isinstance(self.shared_blocks, str):
             raise ValueError(f"shared_blocks must be \"auto\", an int >= 0 or a list of them "
                              f"(one per hidden layer), got {self.shared_blocks!r}")
         # Only the condnet has a budget of blocks to share; the other models ignore it.
-        condnet = self.model == "condnet"
-        check_shared_blocks(self.shared_blocks, self.hidden if condnet else None,
-                            (taus * len(self.hidden) if len(taus) == 1 else taus)
-                            if condnet else None, len(self.hidden))
+        if self.model == "condnet":
+            check_shared_blocks(self.shared_blocks, self.hidden, self.layer_taus())
+        else:
+            shared_block_list(self.shared_blocks, len(self.hidden))
+
+    def layer_taus(self) -> List[float]:
+        """tau of each hidden layer."""
+        return list(self.tau) if isinstance(self.tau, list) else [self.tau] * len(self.hidden)
 
     def shared_block_counts(self) -> List[int]:
         """The shared blocks of each hidden layer of the condnet ("auto" worked out)."""
-        taus = self.tau if isinstance(self.tau, list) else [self.tau] * len(self.hidden)
         if self.shared_blocks == "auto":
-            return [auto_shared_blocks(tau, layer[0]) for tau, layer in zip(taus, self.hidden)]
-        if isinstance(self.shared_blocks, list):
-            return list(self.shared_blocks)
-        return [self.shared_blocks] * len(self.hidden)
+            return [auto_shared_blocks(tau, layer[0])
+                    for tau, layer in zip(self.layer_taus(), self.hidden)]
+        return shared_block_list(self.shared_blocks, len(self.hidden))
 
     def widths(self) -> List[int]:
         """The number of units of each hidden layer."""

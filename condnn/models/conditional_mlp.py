@@ -230,13 +230,8 @@ class ConditionalMLP(Model):
         return trace.logits, trace.backprop
 
 
-def check_shared_blocks(shared_blocks: Counts, hidden: Optional[Sequence[Sequence[int]]],
-                        taus: Optional[Sequence[float]],
-                        n_layers: Optional[int] = None) -> List[int]:
-    """The shared blocks of each hidden layer, checked: ints from 0, one number or one per
-    layer, each below its layer's ``tau * n_blocks`` (the policy must have some of its
-    budget left to route) unless ``hidden`` is None."""
-    n_layers = len(hidden) if hidden is not None else n_layers
+def shared_block_list(shared_blocks: Counts, n_layers: int) -> List[int]:
+    """``shared_blocks`` as one checked count (an int from 0) per hidden layer."""
     values = list(shared_blocks) if isinstance(shared_blocks, (list, tuple)) \
         else [shared_blocks] * n_layers
     if len(values) != n_layers or not all(
@@ -244,12 +239,20 @@ def check_shared_blocks(shared_blocks: Counts, hidden: Optional[Sequence[Sequenc
             for v in values):
         raise ValueError(f"shared_blocks must be an int >= 0 or a list of {n_layers} of "
                          f"them (one per hidden layer), got {shared_blocks!r}")
-    for index, (value, (n_blocks, _), tau) in enumerate(zip(values, hidden or [], taus or [])):
+    return [int(v) for v in values]
+
+
+def check_shared_blocks(shared_blocks: Counts, hidden: Sequence[Sequence[int]],
+                        taus: Sequence[float]) -> List[int]:
+    """The shared blocks of each hidden layer (see :func:`shared_block_list`), each below
+    its layer's ``tau * n_blocks``: the policy must have some of its budget left to route."""
+    values = shared_block_list(shared_blocks, len(hidden))
+    for index, (value, (n_blocks, _), tau) in enumerate(zip(values, hidden, taus)):
         if not value < tau * n_blocks:
             raise ValueError(f"shared_blocks: hidden layer {index + 1} has {n_blocks} blocks "
                              f"and tau {tau}, so it runs {tau * n_blocks:g} blocks per "
                              f"example; fewer must be shared, got {value}")
-    return [int(v) for v in values]
+    return values
 
 
 def _routed_tau(tau: float, n_blocks: int, shared: int) -> float:
