@@ -83,7 +83,8 @@ extensions = [
         ["condnn/_sparse.pyx"],
         include_dirs=[numpy.get_include(), "condnn"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        depends=["condnn/_microkernels.h", "condnn/_microkernels_impl.h"],
+        depends=["condnn/_microkernels.h", "condnn/_microkernels_impl.h",
+                 "condnn/_microkernels_rows.h"],
     ),
     Extension(
         "condnn.optim._kernels",

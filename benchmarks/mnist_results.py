@@ -14,7 +14,9 @@ It trains, with the settings of ``condnn train`` (:class:`condnn.train_config.Tr
 (d) a dense net with (a)'s inference multiply-adds (policy included), as many hidden layers of
     one width;
 (e) the dense twin: a dense net of (a)'s widths;
-and, for the Pareto plot, condnets at other tau and dense nets at other widths.
+and, for the Pareto plot, condnets at other tau and dense nets at other widths.  Every
+condnet is also evaluated and timed with its block-sparse layers' weights stored in float16
+(``condnn evaluate --half-weights``; its own test error, that of the rounded weights).
 
 Every model is then timed alone, on one core (``condnn.inference_timing``), on the test set
 at batch 256 and on the first ``--batch1-examples`` test images at batch 1.  Training runs
@@ -221,6 +223,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     reports = {name: checkpoint_report(path, data=args.data, batch1_examples=batch1,
                                        data_set=data, repeats=3)
                for name, path in jobs.done.items()}
+    half = {name: checkpoint_report(path, data=args.data, batch1_examples=batch1,
+                                    data_set=data, repeats=3, storage="float16")
+            for name, path in jobs.done.items() if name.startswith("condnet")}
     alone = {name: seconds_per_epoch(base if name == "condnet" else
                                      base.replace(model="dense", hidden=block_widths),
                                      data, step_sample, threads=1)
@@ -239,6 +244,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             alone["condnet"]),
         row("(a') condnet run densely", "the same masks and outputs, BLAS products", a,
             a["test_error"], a["time_dense_batch1_s"], a["time_dense_s"], a, None),
+        row("(a16) condnet, float16 weights", "(a) with its block-sparse layers' weights "
+            "stored in float16", half["condnet"], half["condnet"]["test_error"],
+            half["condnet"]["time_sparse_batch1_s"], half["condnet"]["time_sparse_s"], a, None),
         row("(b) every block on", "(a)'s weights, no policy, BLAS", a,
             _all_on_error(jobs.done["condnet"], data), a["time_all_on_batch1_s"],
             a["time_all_on_s"], a, None),
@@ -253,17 +261,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         row("(e) dense twin", describe(block_widths), e, e["test_error"],
             e["time_dense_batch1_s"], e["time_dense_s"], a, alone["dense_twin"]),
     ]
-    rows[2]["mean_activation"], rows[2]["flops_pct"] = 1.0, 100.0
+    rows[3]["mean_activation"], rows[3]["flops_pct"] = 1.0, 100.0
     pareto = []
+    condnets = [(name, "condnet", report) for name, report in reports.items()
+                if name.startswith("condnet")]
+    condnets += [(name, "condnet float16", report) for name, report in half.items()]
+    for name, family, report in condnets:
+        tau = base.tau if name == "condnet" else float(name[len("condnet_tau"):])
+        pareto.append({"family": family, "setting": f"tau {tau:g}",
+                       "test_error_pct": 100 * report["test_error"],
+                       "batch1_s": report["time_sparse_batch1_s"],
+                       "batch256_s": report["time_sparse_s"],
+                       "flops_pct": 100 * report["flops_fraction"]})
     for name, report in reports.items():
-        if name.startswith("condnet"):
-            tau = base.tau if name == "condnet" else float(name[len("condnet_tau"):])
-            pareto.append({"family": "condnet", "setting": f"tau {tau:g}",
-                           "test_error_pct": 100 * report["test_error"],
-                           "batch1_s": report["time_sparse_batch1_s"],
-                           "batch256_s": report["time_sparse_s"],
-                           "flops_pct": 100 * report["flops_fraction"]})
-        elif name.startswith("dense"):
+        if name.startswith("dense"):
             widths = condnn.load(jobs.done[name]).model.hidden
             pareto.append({"family": "dense", "setting": describe(widths),
                            "test_error_pct": 100 * report["test_error"],
@@ -276,7 +287,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
              "test examples": a["examples"], "batch-1 examples": a["batch1_examples"],
              "wall time": f"{(time.time() - started) / 60:.1f} min",
              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    _write(args.out_dir, suffix, rows, pareto, setup, reports, logs, alone, log_seconds)
+    _write(args.out_dir, suffix, rows, pareto, setup, {**reports, **{
+        f"{name} float16": report for name, report in half.items()}}, logs, alone, log_seconds)
     if not args.runs_dir:
         shutil.rmtree(runs_dir, ignore_errors=True)
     print("\n".join(benchlib.text_table(TABLE_COLUMNS, rows)))
@@ -327,7 +339,7 @@ def _pareto_plot(points, path: str) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for axis, key, title in ((axes[0], "batch256_s", "batch 256 (whole test set)"),
                              (axes[1], "batch1_s", "batch 1")):
-        for family, marker in (("condnet", "o"), ("dense", "s")):
+        for family, marker in (("condnet", "o"), ("condnet float16", "^"), ("dense", "s")):
             chosen = sorted((p for p in points if p["family"] == family), key=lambda p: p[key])
             axis.plot([p[key] for p in chosen], [p["test_error_pct"] for p in chosen],
                       marker=marker, label=family)

@@ -15,93 +15,16 @@ CONDNN_INLINE VEC SUF(loadu)(const REAL *p) {
 
 CONDNN_INLINE void SUF(storeu)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
 
-/*
- * out[r][c0 .. c0 + nv*VLEN) += sum_q a[r][q] * b[q * ldb + c0 ..]   for r < mr, q < kb.
- * mr and nv are compile-time constants at every call site, so the loops unroll and the
- * mr * nv <= 12 accumulators live in registers.
- */
-CONDNN_INLINE void SUF(rows_tile)(const int mr, const int nv, const REAL *const *a,
-                                  const REAL *b, ptrdiff_t ldb, int kb, REAL *const *out,
-                                  int c0, condnn_stream *fetch) {
-    VEC acc[CONDNN_MR][CONDNN_NV_MAX];
-    for (int r = 0; r < mr; r++)
-        for (int v = 0; v < nv; v++) acc[r][v] = SUF(loadu)(out[r] + c0 + v * VLEN);
-    const REAL *bq = b + c0;
-    for (int q = 0; q < kb; q++, bq += ldb) {
-        if (fetch) condnn_stream_step(fetch);
-        VEC bv[CONDNN_NV_MAX];
-        for (int v = 0; v < nv; v++) bv[v] = SUF(loadu)(bq + v * VLEN);
-        for (int r = 0; r < mr; r++) {
-            REAL x = a[r][q];
-            for (int v = 0; v < nv; v++) acc[r][v] = VFMA1(bv[v], x, acc[r][v]);
-        }
-    }
-    for (int r = 0; r < mr; r++)
-        for (int v = 0; v < nv; v++) SUF(storeu)(out[r] + c0 + v * VLEN, acc[r][v]);
-}
-
-/* The columns after the last full vector, one at a time, in the same order of operations. */
-CONDNN_INLINE void SUF(rows_tail)(const int mr, const REAL *const *a, const REAL *b,
-                                  ptrdiff_t ldb, int kb, REAL *const *out, int c0, int nb) {
-    for (int c = c0; c < nb; c++) {
-        for (int r = 0; r < mr; r++) {
-            REAL s = out[r][c];
-            for (int q = 0; q < kb; q++) s = FMA(a[r][q], b[q * ldb + c], s);
-            out[r][c] = s;
-        }
-    }
-}
-
-/* Few rows get wide tiles, so that the weights stream row by row and are loaded once per
- * tile rather than once per narrow column chunk (this is what decides batch-1 speed). */
-CONDNN_INLINE void SUF(rows_block)(const int mr, const REAL *const *a, const REAL *b,
-                                   ptrdiff_t ldb, int kb, int nb, REAL *const *out,
-                                   condnn_stream *fetch) {
-    const int wide = mr == 1 ? 8 : mr <= 3 ? 4 : 2;
-    int c = 0;
-    for (; c + wide * VLEN <= nb; c += wide * VLEN)
-        SUF(rows_tile)(mr, wide, a, b, ldb, kb, out, c, fetch);
-    if (wide > 2)
-        for (; c + 2 * VLEN <= nb; c += 2 * VLEN)
-            SUF(rows_tile)(mr, 2, a, b, ldb, kb, out, c, fetch);
-    for (; c + VLEN <= nb; c += VLEN) SUF(rows_tile)(mr, 1, a, b, ldb, kb, out, c, fetch);
-    SUF(rows_tail)(mr, a, b, ldb, kb, out, c, nb);
-}
-
-/*
- * For t < nrows, with ra = arows ? arows[t] : t and ro = orows ? orows[t] : t:
- *     o[ro * ldo + c] += sum_{q < kb} a[ra * lda + q] * b[q * ldb + c],   c < nb.
- * a, b and o point at the first column of the blocks concerned.  fetch, if not NULL, is
- * advanced by one line per step of the inner loop.
- */
-static void SUF(gemm_rows)(ptrdiff_t nrows, const REAL *a, ptrdiff_t lda,
-                           const ptrdiff_t *arows, const REAL *b, ptrdiff_t ldb, int kb,
-                           int nb, REAL *o, ptrdiff_t ldo, const ptrdiff_t *orows,
-                           condnn_stream *fetch) {
-    const REAL *ap[CONDNN_MR];
-    REAL *op[CONDNN_MR];
-    for (ptrdiff_t t = 0; t < nrows; t += CONDNN_MR) {
-        int mr = nrows - t < CONDNN_MR ? (int)(nrows - t) : CONDNN_MR;
-        for (int r = 0; r < mr; r++) {
-            ap[r] = a + (arows ? arows[t + r] : t + r) * lda;
-            op[r] = o + (orows ? orows[t + r] : t + r) * ldo;
-        }
-        /* The rows of the next tile are scattered in memory: ask for them now so that
-         * they arrive while this tile computes. */
-        for (ptrdiff_t u = t + CONDNN_MR; u < nrows && u < t + 2 * CONDNN_MR; u++) {
-            condnn_prefetch(a + (arows ? arows[u] : u) * lda, kb * sizeof(REAL));
-            condnn_prefetch(o + (orows ? orows[u] : u) * ldo, nb * sizeof(REAL));
-        }
-        switch (mr) {
-            case 6: SUF(rows_block)(6, ap, b, ldb, kb, nb, op, fetch); break;
-            case 5: SUF(rows_block)(5, ap, b, ldb, kb, nb, op, fetch); break;
-            case 4: SUF(rows_block)(4, ap, b, ldb, kb, nb, op, fetch); break;
-            case 3: SUF(rows_block)(3, ap, b, ldb, kb, nb, op, fetch); break;
-            case 2: SUF(rows_block)(2, ap, b, ldb, kb, nb, op, fetch); break;
-            default: SUF(rows_block)(1, ap, b, ldb, kb, nb, op, fetch); break;
-        }
-    }
-}
+/* The row kernels (gemm_rows) with weights of this scalar type. */
+#define WREAL REAL
+#define WSUF SUF
+#define WLOADV SUF(loadu)
+#define WLOAD1(p) (*(p))
+#include "_microkernels_rows.h"
+#undef WREAL
+#undef WSUF
+#undef WLOADV
+#undef WLOAD1
 
 CONDNN_INLINE REAL SUF(hsum)(VEC v) {
     REAL s = 0;

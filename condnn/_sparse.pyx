@@ -24,7 +24,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stddef cimport ptrdiff_t
-from libc.stdint cimport uint8_t
+from libc.stdint cimport uint8_t, uint16_t
 from libc.string cimport memcpy, memset
 
 cnp.import_array()
@@ -41,6 +41,10 @@ cdef extern from "_microkernels.h" nogil:
     void gemm_rows_f32(ptrdiff_t nrows, const float *a, ptrdiff_t lda, const ptrdiff_t *arows,
                        const float *b, ptrdiff_t ldb, int kb, int nb, float *o, ptrdiff_t ldo,
                        const ptrdiff_t *orows, condnn_stream *fetch)
+    void gemm_rows_f32h(ptrdiff_t nrows, const float *a, ptrdiff_t lda,
+                        const ptrdiff_t *arows, const uint16_t *b, ptrdiff_t ldb, int kb,
+                        int nb, float *o, ptrdiff_t ldo, const ptrdiff_t *orows,
+                        condnn_stream *fetch)
     void gemm_rows_f64(ptrdiff_t nrows, const double *a, ptrdiff_t lda,
                        const ptrdiff_t *arows, const double *b, ptrdiff_t ldb, int kb, int nb,
                        double *o, ptrdiff_t ldo, const ptrdiff_t *orows, condnn_stream *fetch)
@@ -124,13 +128,16 @@ cdef struct Cut:
 
 cdef struct Weights:
     # Where the weights of block pair (p, j) are: at p * between_p + j * between_j, with
-    # rows sb0 and columns sb1 apart inside the block.  ``blocked``: the blocks are
-    # contiguous already (a BlockWeights layout), so they are never packed.
+    # rows sb0 and columns sb1 apart inside the block (in weights, of itemsize bytes).
+    # ``blocked``: the blocks are contiguous already (a BlockWeights layout), so they are
+    # never packed.  ``half``: blocked float16 weights of float inputs.
     ptrdiff_t sb0
     ptrdiff_t sb1
     ptrdiff_t between_p
     ptrdiff_t between_j
     bint blocked
+    bint half
+    int itemsize
 
 
 cdef Weights _strided(ptrdiff_t sb0, ptrdiff_t sb1, const Cut *kin, const Cut *nout):
@@ -140,6 +147,8 @@ cdef Weights _strided(ptrdiff_t sb0, ptrdiff_t sb1, const Cut *kin, const Cut *n
     w.between_p = <ptrdiff_t>kin.width * sb0
     w.between_j = <ptrdiff_t>nout.width * sb1
     w.blocked = False
+    w.half = False
+    w.itemsize = 0
     return w
 
 
@@ -436,7 +445,7 @@ cdef inline int _next_pair(const Cut *kin, const Cut *nout, const RowLists *by_b
 
 
 cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
-                         const floating *packed_a, const floating *b, const Weights *w,
+                         const floating *packed_a, const char *b, const Weights *w,
                          const floating *bias, ptrdiff_t sbias, floating *o, ptrdiff_t ldo,
                          const Cut *kin, const Cut *nout, const RowLists *by_block,
                          bint staged, Scratch *s) noexcept nogil:
@@ -446,7 +455,9 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
     where it is on, and written to o when done, and the inputs are read packed (packed_a,
     see _pack_inputs) when a has a mask.  In place, consecutive rows lie a matrix row
     apart, and at widths of a multiple of 4096 bytes (k or m of 1024, 4096, ...) those of
-    one block all fall in the same few sets of the caches, which then hold few of them."""
+    one block all fall in the same few sets of the caches, which then hold few of them.
+
+    b is the weights' first byte (see Weights for where each block is)."""
     cdef int nb = _extent(nout, j), kb, p, col, following, current = 0
     cdef Py_ssize_t i
     cdef ptrdiff_t t, nrows_j, count, next_count = 0, ldab
@@ -456,7 +467,7 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
     cdef const ptrdiff_t *next_orows = NULL
     cdef const floating *ablock
     cdef const floating *block
-    cdef const floating *next_block
+    cdef const char *next_block
     cdef floating *ocol = o + <ptrdiff_t>j * nout.width
     cdef floating *acc = <floating *>s.outputs if staged else ocol
     cdef floating *orow
@@ -493,20 +504,23 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
                                &next_orows)
         fetch.rows = 0
         if following < kin.count and nrows_j > CONDNN_MR:
-            next_block = b + following * w.between_p + j * w.between_j
+            next_block = b + (following * w.between_p + j * w.between_j) * w.itemsize
             if sb1 == 1:
-                condnn_stream_start(&fetch, next_block, sb0 * sizeof(floating),
-                                    _extent(kin, following), nb * sizeof(floating))
+                condnn_stream_start(&fetch, next_block, sb0 * w.itemsize,
+                                    _extent(kin, following), nb * w.itemsize)
             elif sb0 == 1:    # b read transposed (the backward pass): rows are columns
-                condnn_stream_start(&fetch, next_block, sb1 * sizeof(floating), nb,
-                                    _extent(kin, following) * sizeof(floating))
+                condnn_stream_start(&fetch, next_block, sb1 * w.itemsize, nb,
+                                    _extent(kin, following) * w.itemsize)
         kb = _extent(kin, p)
-        block = b + p * w.between_p + j * w.between_j
+        block = <const floating *>(b + (p * w.between_p + j * w.between_j) * w.itemsize)
         if staged and kin.mask != NULL:
             ablock, ldab = packed_a + by_block.offsets[p] * kin.width, kin.width
         else:
             ablock, ldab = a + <ptrdiff_t>p * kin.width, lda
-        if sb1 == 1 and (count <= CONDNN_MR or w.blocked):
+        if floating is float and w.half:
+            gemm_rows_f32h(count, ablock, ldab, arows, <const uint16_t *>block, sb0, kb, nb,
+                           acc, ldacc, orows, &fetch)
+        elif sb1 == 1 and (count <= CONDNN_MR or w.blocked):
             # A single tile of rows reads each weight once: packing would not pay.  Nor
             # does it for blocks that are contiguous already.
             _gemm_rows(count, ablock, ldab, arows, block, sb0, kb, nb, acc, ldacc, orows,
@@ -549,7 +563,7 @@ cdef void _pack_inputs(const floating *a, ptrdiff_t lda, Cut kin, RowLists by_bl
         _pack_input_block(p, a, lda, &kin, &by_block, packed)
 
 
-cdef void _product(Py_ssize_t n, const floating *a, ptrdiff_t lda, const floating *b,
+cdef void _product(Py_ssize_t n, const floating *a, ptrdiff_t lda, const char *b,
                    Weights w, const floating *bias, ptrdiff_t sbias,
                    floating *o, ptrdiff_t ldo, Cut kin, Cut nout, RowLists by_block,
                    floating *packed_a, bint staged, Scratch *scratch,
@@ -597,7 +611,8 @@ cdef _run_product(cnp.ndarray a, in_mask, cnp.ndarray b, ptrdiff_t sb0, ptrdiff_
 
     b is a (k, m) matrix with strides (sb0, sb1), or with ``blocked`` the contiguous
     (ceil(m / bs), k, bs) column slabs of one (a BlockWeights layout), an unmasked output
-    dimension then being cut at the block size too."""
+    dimension then being cut at the block size too; blocked weights of float inputs may be
+    float16."""
     cdef Py_ssize_t n = a.shape[0], start, chunk
     cdef Cut nout = _output_cut(out_mask, out, block_size, blocked)
     chunk = max(1, <Py_ssize_t>(OUTPUTS_BYTES // (max(1, min(nout.width, nout.size))
@@ -619,6 +634,10 @@ cdef _run_rows(cnp.ndarray a, in_mask, cnp.ndarray b, ptrdiff_t sb0, ptrdiff_t s
     cdef Cut kin = _cut(in_mask, a.shape[1], block_size)
     cdef Cut nout = _output_cut(out_mask, out, block_size, blocked)
     cdef Weights w = _strided(sb0, sb1, &kin, &nout)
+    w.itemsize = <int>cnp.PyArray_ITEMSIZE(b)
+    w.half = cnp.PyArray_TYPE(b) == cnp.NPY_FLOAT16
+    if w.half and (not blocked or cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT32):
+        raise TypeError("float16 weights serve float32 products, stored block by block")
     if blocked:
         w.sb0, w.sb1 = block_size, 1
         w.between_p = <ptrdiff_t>kin.width * block_size
@@ -649,12 +668,12 @@ cdef _run_rows(cnp.ndarray a, in_mask, cnp.ndarray b, ptrdiff_t sb0, ptrdiff_t s
     try:
         if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
             with nogil:
-                _product[float](n, <const float *>pa, lda, <const float *>pb, w,
+                _product[float](n, <const float *>pa, lda, <const char *>pb, w,
                                 <const float *>pc, sbias, <float *>po, ldo, kin, nout, lists,
                                 <float *>packed_a, staged, work.threads, nthreads)
         else:
             with nogil:
-                _product[double](n, <const double *>pa, lda, <const double *>pb, w,
+                _product[double](n, <const double *>pa, lda, <const char *>pb, w,
                                  <const double *>pc, sbias, <double *>po, ldo, kin, nout,
                                  lists, <double *>packed_a, staged, work.threads,
                                  nthreads)
@@ -671,7 +690,8 @@ def forward(cnp.ndarray a, amask, cnp.ndarray b, omask, c, int block_size, cnp.n
 def forward_blocked(cnp.ndarray a, amask, cnp.ndarray blocks, omask, c, int block_size,
                     cnp.ndarray out):
     """:func:`forward` with the weights given as the contiguous (ceil(m / bs), k, bs)
-    column slabs of a :class:`condnn.BlockWeights`."""
+    column slabs of a :class:`condnn.BlockWeights` (of a's dtype, or float16 for float32
+    a)."""
     _run_product(a, amask, blocks, 0, 0, omask, c, block_size, out, True)
 
 
@@ -702,7 +722,8 @@ def forward_common(a, amask, b, omask, c, block_size, Py_ssize_t blocked_m=-1):
     ndarrays of one dtype, a's rows unit-stride, c None or (m,), at least one mask, every
     mask None or a C-contiguous bool, uint8 or int8 array of 0/1 of the right shape, and
     no ``out``.  With ``blocked_m`` >= 0, b is the (ceil(m / bs), k, bs) slabs array of a
-    BlockWeights of m = blocked_m columns stored at this block size.  Returns the new
+    BlockWeights of m = blocked_m columns stored at this block size (float16 for float32
+    inputs, or a's dtype).  Returns the new
     (n, m) result, or None when the arguments are anything else:
     :func:`condnn.sparse.sparse_dot` then checks them in full and names what is wrong."""
     if type(block_size) is not int or block_size < 1 or (amask is None and omask is None):
@@ -713,7 +734,12 @@ def forward_common(a, amask, b, omask, c, block_size, Py_ssize_t blocked_m=-1):
     if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
         return None
     cdef bint blocked = blocked_m >= 0
-    if not _is_float_matrix(a, typenum, 2) or not _is_float_matrix(b, typenum,
+    # Blocked weights of float inputs may be stored as float16.
+    cdef int weight_typenum = typenum
+    if blocked and typenum == cnp.NPY_FLOAT32 and type(b) is cnp.ndarray \
+            and cnp.PyArray_TYPE(<cnp.ndarray>b) == cnp.NPY_FLOAT16:
+        weight_typenum = cnp.NPY_FLOAT16
+    if not _is_float_matrix(a, typenum, 2) or not _is_float_matrix(b, weight_typenum,
                                                                    3 if blocked else 2):
         return None
     cdef cnp.ndarray aa = <cnp.ndarray>a, bb = <cnp.ndarray>b

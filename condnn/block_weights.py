@@ -9,10 +9,19 @@ one output block needs follow each other, and none is repacked.
 Training changes the weights in place every step, so a :class:`BlockWeights` is a snapshot
 for evaluation: :func:`condnn.models.for_inference` makes a frozen copy of a model with
 them.
+
+The weights of float32 products may be stored in half precision (``storage=np.float16``):
+half the memory and half the bytes each product reads, which is what a product with few
+rows per block waits on.  The kernels convert them back exactly and compute in float32, so
+the product is the float32 product of the weights rounded to float16.
 """
+from typing import Optional
+
 import numpy as np
 
 from condnn import _checks
+
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 class BlockWeights:
@@ -25,6 +34,11 @@ class BlockWeights:
     Args:
         b: (k, m) float32 or float64 array (any layout); it is copied.
         block_size: the block size of the products it will serve.
+        storage: the dtype the slabs hold: None for b's own, or float16 for a float32 b
+            (each weight rounded to the nearest float16; a finite weight too large for
+            float16, which would round to inf, is an error).
+
+    ``dtype`` is the dtype of the products it serves (b's), ``slabs.dtype`` its storage.
 
     Example:
         >>> import numpy as np, condnn
@@ -32,17 +46,20 @@ class BlockWeights:
         >>> w = BlockWeights(b, 2)
         >>> w.shape, w.slabs.shape, bool((w.to_array() == b).all())
         ((3, 4), (2, 3, 2), True)
+        >>> BlockWeights(b, 2, storage=np.float16).nbytes
+        24
     """
 
-    def __init__(self, b: np.ndarray, block_size: int) -> None:
+    def __init__(self, b: np.ndarray, block_size: int, storage=None) -> None:
         _checks.check_matrix("b", b, _checks.NUMPY)
         self.block_size = _checks.check_block_size(block_size)
         self.shape = tuple(int(d) for d in b.shape)
         self.dtype = b.dtype
+        storage = _storage_dtype(storage, b)
         k, m = self.shape
         bs = self.block_size
         mc = -(-m // bs)
-        padded = np.zeros((k, mc * bs), dtype=b.dtype)
+        padded = np.zeros((k, mc * bs), dtype=storage)
         padded[:, :m] = b
         self.slabs = np.ascontiguousarray(padded.reshape(k, mc, bs).transpose(1, 0, 2))
         self.slabs.flags.writeable = False
@@ -50,14 +67,40 @@ class BlockWeights:
         self.stand_in = np.broadcast_to(np.zeros((), dtype=b.dtype), self.shape)
 
     def to_array(self) -> np.ndarray:
-        """The (k, m) matrix again."""
+        """The (k, m) matrix again, in :attr:`dtype` (as stored: rounded to float16 if it
+        was)."""
         mc, k, bs = self.slabs.shape
-        return self.slabs.transpose(1, 0, 2).reshape(k, mc * bs)[:, :self.shape[1]].copy()
+        return self.slabs.transpose(1, 0, 2).reshape(k, mc * bs)[:, :self.shape[1]].astype(
+            self.dtype)
 
     @property
     def nbytes(self) -> int:
         return self.slabs.nbytes
 
     def __repr__(self) -> str:
+        storage = "" if self.slabs.dtype == self.dtype else f", storage={self.slabs.dtype}"
         return (f"BlockWeights(shape={self.shape}, block_size={self.block_size}, "
-                f"dtype={self.dtype})")
+                f"dtype={self.dtype}{storage})")
+
+
+def _storage_dtype(storage, b: np.ndarray) -> np.dtype:
+    """The slabs' dtype for ``storage`` (see :class:`BlockWeights`), with b checked to fit."""
+    if storage is None:
+        return b.dtype
+    try:
+        dtype = np.dtype(storage)
+    except TypeError:
+        raise TypeError(f"storage must be None or a dtype, got {storage!r}") from None
+    if dtype == b.dtype:
+        return dtype
+    if dtype != np.float16 or b.dtype != np.float32:
+        raise ValueError(f"storage must be None, b's dtype or float16 for a float32 b; got "
+                         f"{dtype} for a {b.dtype} b")
+    with np.errstate(over="ignore"):
+        overflow = np.isinf(b.astype(np.float16)) & np.isfinite(b)
+    if overflow.any():
+        largest = float(np.abs(b[overflow]).max())
+        raise ValueError(f"b holds {int(overflow.sum())} weights too large for float16 "
+                         f"(the largest of magnitude {largest:.6g}; float16 holds up to "
+                         f"{_FLOAT16_MAX:.0f}): store them as float32")
+    return dtype

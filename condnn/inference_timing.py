@@ -5,7 +5,7 @@ mode (see :data:`condnn.models.trace.EXECUTIONS`):
 
 * ``sparse``: the block-sparse kernels skip the inactive blocks (the policies included),
   run by the model's frozen copy (:func:`condnn.models.for_inference`), whose weights are
-  stored block by block as a deployed model's would be;
+  stored block by block as a deployed model's would be (in float16 with ``storage``);
 * ``dense``: the same function, with the same masks and outputs, computed with dense BLAS
   products (``numpy.matmul``) and the masks multiplied in: the network "run densely";
 * ``all_on``: every block on and no policy, dense BLAS: the plain dense network of these
@@ -50,7 +50,8 @@ _BATCH1_CHUNK = 250
 @dataclass
 class SpeedReport:
     """Seconds of one pass over ``examples`` (batch ``batch_size``) and over
-    ``batch1_examples`` (batch 1), per execution, and the speedups they give."""
+    ``batch1_examples`` (batch 1), per execution, and the speedups they give;
+    ``weight_storage``: the dtype the sparse execution's layers store their weights in."""
 
     time_sparse_s: float
     time_dense_s: float
@@ -63,6 +64,7 @@ class SpeedReport:
     batch1_examples: int
     repeats: int
     how: str
+    weight_storage: str = "float32"
 
     @property
     def speedup(self) -> float:
@@ -116,7 +118,8 @@ def _pass_seconds(model, x: np.ndarray, batch_size: int, execution: str,
 def time_executions(model, x: np.ndarray, *, batch_size: int = 256,
                     batch1_examples: Optional[int] = None, repeats: int = 3,
                     mode: Optional[str] = None,
-                    executions: Sequence[str] = EXECUTIONS_TIMED) -> SpeedReport:
+                    executions: Sequence[str] = EXECUTIONS_TIMED,
+                    storage=None) -> SpeedReport:
     """Times the executions of ``model`` on x in this process, on the threads it has.
 
     Use it inside :func:`single_core` for single-core times.
@@ -128,6 +131,9 @@ def time_executions(model, x: np.ndarray, *, batch_size: int = 256,
         batch1_examples: how many of x to time at batch 1 (None: all).
         repeats: passes at ``batch_size`` per execution (the median is kept).
         mode: the policies' evaluation mode (default: the model's).
+        storage: the frozen copy's weight storage (:func:`condnn.models.for_inference`):
+            None, or np.float16 for half-precision weights in the sparse execution.  The
+            dense executions run ``model`` itself, in its dtype.
     """
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive int, got {repeats!r}")
@@ -138,7 +144,7 @@ def time_executions(model, x: np.ndarray, *, batch_size: int = 256,
     n1 = len(x) if batch1_examples is None else min(int(batch1_examples), len(x))
     if n1 < 1:
         raise ValueError(f"batch1_examples must be positive or None, got {batch1_examples!r}")
-    runs = {e: for_inference(model) if e == "sparse" else model for e in executions}
+    runs = {e: for_inference(model, storage) if e == "sparse" else model for e in executions}
     for execution in executions:     # warm-up: first-call allocations, caches
         _pass_seconds(runs[execution], x[:batch_size], batch_size, execution, mode)
         _pass_seconds(runs[execution], x[:4], 1, execution, mode)
@@ -157,7 +163,18 @@ def time_executions(model, x: np.ndarray, *, batch_size: int = 256,
                        median.get("all_on", np.nan), single.get("sparse", np.nan),
                        single.get("dense", np.nan), single.get("all_on", np.nan),
                        examples=len(x), batch_size=batch_size, batch1_examples=n1,
-                       repeats=repeats, how="in process, threadpoolctl")
+                       repeats=repeats, how="in process, threadpoolctl",
+                       weight_storage=stored_dtype(runs.get("sparse", model)))
+
+
+def stored_dtype(model) -> str:
+    """The dtype name the frozen layers of ``model`` store their weights in (that of its
+    parameters if none is frozen)."""
+    for _, layer in model.walk():
+        frozen = getattr(layer, "frozen", None)
+        if frozen is not None:
+            return frozen.slabs.dtype.name
+    return next(iter(model.named_params().values())).dtype.name
 
 
 def measure_speed(model, x: np.ndarray, **options) -> SpeedReport:
@@ -173,7 +190,8 @@ def measure_speed(model, x: np.ndarray, **options) -> SpeedReport:
 def measure_checkpoint_speed(path: str, data: Optional[str] = None, *,
                              batch1_examples: Optional[int] = None, repeats: int = 3,
                              mode: Optional[str] = None,
-                             in_process: Optional[bool] = None) -> SpeedReport:
+                             in_process: Optional[bool] = None,
+                             storage=None) -> SpeedReport:
     """Single-core times of a checkpoint's model on its data set's test examples.
 
     Args:
@@ -181,6 +199,7 @@ def measure_checkpoint_speed(path: str, data: Optional[str] = None, *,
         data: the data set spec (default: the one the run trained on).
         in_process: None times in this process when threadpoolctl is installed and in a
             subprocess otherwise; True / False force one of the two.
+        storage: None, or np.float16 (see :func:`time_executions`).
     """
     if in_process is None:
         in_process = threadpoolctl_available()
@@ -189,7 +208,7 @@ def measure_checkpoint_speed(path: str, data: Optional[str] = None, *,
         loaded = checkpoint.load(path)
         data_set = datasets.load(data or loaded.metadata["data"])
         return measure_speed(loaded.model, data_set.x_test, batch1_examples=batch1_examples,
-                             repeats=repeats, mode=mode)
+                             repeats=repeats, mode=mode, storage=storage)
     command = [sys.executable, "-m", "condnn.inference_timing", os.fspath(path),
                "--repeats", str(repeats)]
     if data:
@@ -198,6 +217,8 @@ def measure_checkpoint_speed(path: str, data: Optional[str] = None, *,
         command += ["--batch1-examples", str(batch1_examples)]
     if mode:
         command += ["--mode", mode]
+    if storage is not None:
+        command += ["--storage", np.dtype(storage).name]
     env = dict(os.environ, **{name: "1" for name in THREAD_VARIABLES})
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(
@@ -220,13 +241,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--batch1-examples", type=int)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mode", choices=("threshold", "sample"))
+    parser.add_argument("--storage", choices=("float16",))
     args = parser.parse_args(argv)
     from condnn import checkpoint, datasets
     set_num_threads(1)
     loaded = checkpoint.load(args.checkpoint)
     data_set = datasets.load(args.data or loaded.metadata["data"])
     report = time_executions(loaded.model, data_set.x_test, batch1_examples=args.batch1_examples,
-                             repeats=args.repeats, mode=args.mode)
+                             repeats=args.repeats, mode=args.mode, storage=args.storage)
     print(json.dumps(report.to_dict()))
     return 0
 

@@ -109,3 +109,77 @@ def test_for_inference_is_a_snapshot_with_the_same_outputs():
     np.testing.assert_array_equal(fast.trace(x, False).logits, got.logits)
     with pytest.raises(RuntimeError, match="frozen"):
         fast.trace(x, True)
+
+
+def test_float16_storage_rounds_each_weight_and_halves_the_memory():
+    b = np.random.default_rng(5).standard_normal((70, 130)).astype(np.float32)
+    b[0, :3] = [1e-6, -7e-8, 65519.0]             # a subnormal, one that rounds to 0, the top
+    w = BlockWeights(b, 64, storage=np.float16)
+    assert w.dtype == np.float32 and w.slabs.dtype == np.float16
+    assert w.nbytes == BlockWeights(b, 64).nbytes // 2
+    rounded = b.astype(np.float16).astype(np.float32)
+    assert np.array_equal(w.to_array(), rounded) and w.to_array().dtype == np.float32
+    assert "storage=float16" in repr(w)
+    assert BlockWeights(b, 64, storage="float32").slabs.dtype == np.float32
+    special = np.array([[np.inf, -np.inf, np.nan]], np.float32)   # kept as they are
+    assert np.array_equal(BlockWeights(special, 1, storage="float16").to_array(), special,
+                          equal_nan=True)
+
+
+@pytest.mark.parametrize("b, storage, error, message", [
+    (np.full((2, 2), 65520.0, np.float32), np.float16, ValueError, "too large for float16"),
+    (np.ones((2, 2), np.float64), np.float16, ValueError, "float16 for a float32 b"),
+    (np.ones((2, 2), np.float32), np.int8, ValueError, "storage must be"),
+    (np.ones((2, 2), np.float32), "half precision", TypeError, "storage must be"),
+])
+def test_bad_storage_is_named(b, storage, error, message):
+    with pytest.raises(error, match=message):
+        BlockWeights(b, 1, storage=storage)
+
+
+def test_float16_weights_serve_float32_products_only():
+    a, amask, b, omask, bs = _problem(np.random.default_rng(6))
+    w = BlockWeights(b, bs, storage=np.float16)
+    with pytest.raises(TypeError, match="mixed dtypes"):
+        condnn.sparse_dot(a.astype(np.float64), amask, w, omask, None, bs)
+    with pytest.raises(TypeError, match="float16 weights serve float32 products"):
+        condnn._sparse.forward(a, amask, w.slabs[0], omask, None, bs,
+                               np.empty((5, 12), np.float32))
+
+
+def test_layer_frozen_in_float16_computes_every_product_with_the_rounded_weights():
+    rng = np.random.default_rng(7)
+    a, amask, _, omask, bs = _problem(rng)
+    fc = BlockSparseDense(8, 12, bs, rng=0)
+    W = fc.params["W"].copy()
+    fc.freeze(np.float16)
+    rounded = W.astype(np.float16).astype(np.float32)
+    assert fc.frozen.slabs.dtype == np.float16
+    assert np.array_equal(fc.params["W"], rounded) and not fc.params["W"].flags.writeable
+    masked, _ = fc(a, False, amask=amask, omask=omask)
+    want = condnn.sparse_dot(a, amask, rounded, omask, fc.params["b"], bs)
+    np.testing.assert_allclose(masked, want, rtol=1e-6, atol=1e-6)
+    dense, _ = fc(a, False)                       # BLAS, on the same rounded weights
+    np.testing.assert_allclose(dense, a @ rounded + fc.params["b"], rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="float16 for a float32 b"):
+        BlockSparseDense(8, 12, bs, rng=0, dtype=np.float64).freeze(np.float16)
+
+
+def test_for_inference_in_float16_leaves_the_model_and_its_policies_alone():
+    model = ConditionalMLP(n_in=20, n_classes=3, hidden=[[4, 8], [4, 8]], tau=0.5)
+    x = np.random.default_rng(8).random((30, 20), dtype=np.float32)
+    before = {name: value.copy() for name, value in model.named_params().items()}
+    half = for_inference(model, storage=np.float16)
+    for name, value in model.named_params().items():     # the original is untouched
+        assert np.array_equal(value, before[name]) and value.flags.writeable, name
+    sparse_weights = {path + "W" for path, layer in half.walk()
+                      if isinstance(layer, BlockSparseDense)}
+    assert len(sparse_weights) == 3
+    for name, value in half.named_params().items():
+        rounded = before[name].astype(np.float16).astype(np.float32)
+        assert np.array_equal(value, rounded if name in sparse_weights else before[name]), name
+    got = half.trace(x, False)
+    # The same function of the rounded weights, whichever execution computes it.
+    np.testing.assert_allclose(half.trace(x, False, execution="dense").logits, got.logits,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got.logits, model.trace(x, False).logits, atol=2e-2)

@@ -61,6 +61,29 @@ def test_evaluate_json_has_the_keys_and_types(trained, capsys):
     assert report["mode"] == "threshold" and len(report["activation_per_layer"]) == 2
 
 
+def test_evaluate_with_half_weights_reports_the_rounded_copy(trained, capsys):
+    out, _ = trained
+    assert cli.main(["evaluate", str(out / "best.h5"), "--json", "--no-timing"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert cli.main(["evaluate", str(out / "best.h5"), "--json", "--half-weights",
+                     "--batch1-examples", "20", "--repeats", "1"]) == 0
+    half = json.loads(capsys.readouterr().out)
+    assert single["weight_storage"] == "float32" and half["weight_storage"] == "float16"
+    assert abs(half["test_error"] - single["test_error"]) <= 0.02
+    assert half["time_sparse_s"] > 0 and half["speedup"] > 0
+    assert cli.main(["evaluate", str(out / "best.h5"), "--half-weights", "--no-timing"]) == 0
+    assert "stored in float16" in capsys.readouterr().out
+
+
+def test_timing_in_a_subprocess_passes_the_storage_on(trained):
+    from condnn.inference_timing import measure_checkpoint_speed
+    out, _ = trained
+    report = measure_checkpoint_speed(str(out / "best.h5"), batch1_examples=5, repeats=1,
+                                      in_process=False, storage="float16")
+    assert report.weight_storage == "float16" and report.how.startswith("subprocess")
+    assert report.time_sparse_s > 0 and report.batch1_examples == 5
+
+
 def test_evaluate_in_sample_mode_and_without_timing(trained, capsys):
     out, _ = trained
     assert cli.main(["evaluate", str(out / "best.h5"), "--mode", "sample", "--no-timing"]) == 0

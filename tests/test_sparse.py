@@ -172,13 +172,16 @@ class Problem:
     poison: bool = False
     seed: int = 0
     blocked: bool = False      # b given as condnn.BlockWeights (forward only)
+    half: bool = False         # ... storing float16 weights (float32 only): b is drawn
+                               # as float16 values, so that storage changes none of them
 
     def describe(self) -> str:
         return (f"variant={self.variant} dtype={np.dtype(self.dtype).name} bs={self.bs} "
                 f"n={self.n} k={self.k} m={self.m} bias={self.has_bias} "
                 f"densities={self.densities} patterns={self.patterns} "
                 f"mask_dtype={np.dtype(self.mask_dtype).name} layouts={self.layouts} "
-                f"poison={self.poison} seed={self.seed} blocked={self.blocked}")
+                f"poison={self.poison} seed={self.seed} blocked={self.blocked} "
+                f"half={self.half}")
 
 
 @dataclass
@@ -208,6 +211,8 @@ def build(p: Problem) -> Arrays:
     dtype = p.dtype
     a = rng.standard_normal((p.n, p.k)).astype(dtype)
     b = rng.standard_normal((p.k, p.m)).astype(dtype)
+    if p.half:
+        b = b.astype(np.float16).astype(dtype)
     c = rng.standard_normal(p.m).astype(dtype) if p.has_bias else None
     g = rng.standard_normal((p.n, p.m)).astype(dtype)
     amask = omask = None
@@ -241,6 +246,11 @@ def build(p: Problem) -> Arrays:
     return Arrays(a, b, c, g, amask, omask, args)
 
 
+def block_weights(b: np.ndarray, p: Problem) -> condnn.BlockWeights:
+    """b stored block by block as problem p asks."""
+    return condnn.BlockWeights(b, p.bs, storage=np.float16 if p.half else None)
+
+
 def _snapshot(args: Dict[str, Optional[np.ndarray]]) -> Dict[str, Optional[np.ndarray]]:
     return {name: None if x is None else x.copy() for name, x in args.items()}
 
@@ -266,7 +276,7 @@ def check_forward(p: Problem, out_layout: Optional[str] = None) -> None:
     out = buf = outside = None
     if out_layout is not None:
         out, buf, outside = out_buffer((p.n, p.m), p.dtype, out_layout)
-    b = condnn.BlockWeights(args["b"], p.bs) if p.blocked else args["b"]
+    b = block_weights(args["b"], p) if p.blocked else args["b"]
     got = condnn.sparse_dot(args["a"], args["amask"], b, args["omask"], args["c"], p.bs,
                             out=out)
     if out is not None:
@@ -394,7 +404,7 @@ def kernel_limits(limits: Tuple[int, int, int]):
 
 def _results(p: Problem) -> Tuple[np.ndarray, ...]:
     args = build(p).args
-    b = condnn.BlockWeights(args["b"], p.bs) if p.blocked else args["b"]
+    b = block_weights(args["b"], p) if p.blocked else args["b"]
     out = condnn.sparse_dot(args["a"], args["amask"], b, args["omask"], args["c"], p.bs)
     grads = condnn.sparse_dot_backward(args["grad_out"], args["a"], args["amask"], args["b"],
                                        args["omask"], p.bs)
@@ -420,6 +430,25 @@ def test_every_kernel_path_matches_reference_and_staging_changes_no_bit(
     for name, x, y in zip(("out", "da", "db", "dc"), got, _results(p)):
         assert np.array_equal(x, y), f"{name} differs from the default path's; " \
             f"limits={limits} {p.describe()}"
+
+
+@_PROPERTY
+@given(p=problems(), limits=KERNEL_LIMITS,
+       out_layout=st.one_of(st.none(), st.sampled_from(OUT_LAYOUTS)))
+def test_forward_with_float16_weights_matches_reference_and_float32_bitwise(
+        p: Problem, limits: Tuple[int, int, int], out_layout: Optional[str]) -> None:
+    """Weights stored in float16 are converted exactly: the product is the reference's,
+    and bit for bit that of the same (float16-valued) weights stored in float32."""
+    p = dataclasses.replace(p, dtype=np.float32, blocked=True, half=True)
+    with kernel_limits(limits):
+        check_forward(p, out_layout)
+        args = build(p).args
+        call = lambda b: condnn.sparse_dot(args["a"], args["amask"], b, args["omask"],
+                                           args["c"], p.bs)
+        half = call(block_weights(args["b"], p))
+        single = call(condnn.BlockWeights(args["b"], p.bs))
+    assert half.dtype == np.float32
+    assert np.array_equal(half, single, equal_nan=True), p.describe()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -55,14 +55,20 @@ class BlockSparseDense(Layer):
         self.add_param("b", np.zeros(self.n_out, dtype=self.dtype))
         self.frozen: Optional[BlockWeights] = None
 
-    def freeze(self) -> None:
+    def freeze(self, storage=None) -> None:
         """Fixes the weights for evaluation: W becomes read-only and masked products use
         a block-by-block copy of it (:class:`condnn.BlockWeights`, faster at small batches).
         Training a frozen layer is an error; use :func:`condnn.models.for_inference`,
-        which freezes a copy of a model."""
+        which freezes a copy of a model.
+
+        ``storage=np.float16`` (float32 layers) stores that copy in half precision, and
+        replaces W by the same rounded weights, so that every product of the layer, masked
+        or not, computes with the weights it stores."""
         W = self.params["W"]
+        self.frozen = BlockWeights(W, self.block_size, storage)
+        if self.frozen.slabs.dtype != W.dtype:
+            W = self.params["W"] = W.astype(self.frozen.slabs.dtype).astype(W.dtype)
         W.flags.writeable = False
-        self.frozen = BlockWeights(W, self.block_size)
         self._frozen_source = W
 
     def check_movable(self, device: str) -> None:
