@@ -448,8 +448,9 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
                          const floating *packed_a, const char *b, const Weights *w,
                          const floating *bias, ptrdiff_t sbias, floating *o, ptrdiff_t ldo,
                          const Cut *kin, const Cut *nout, const RowLists *by_block,
-                         bint staged, Scratch *s) noexcept nogil:
-    """Output column block j of ``(a @ b + bias)`` under the masks, for every row.
+                         bint staged, bint relu, Scratch *s) noexcept nogil:
+    """Output column block j of ``(a @ b + bias)`` under the masks, for every row, and
+    with ``relu`` its maximum with 0 (inactive outputs are 0 either way).
 
     Staged, the block's outputs are summed in a contiguous buffer, a row for each row
     where it is on, and written to o when done, and the inputs are read packed (packed_a,
@@ -537,6 +538,14 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
         condnn_stream_finish(&fetch)
         p, arows, orows, count = following, next_arows, next_orows, next_count
         current = 1 - current
+    if relu:
+        # The block's outputs are in the caches still: cheaper here than a pass over all
+        # of o afterwards.  x < 0 is false for NaN, which stays NaN, as numpy.maximum has it.
+        for t in range(nrows_j):
+            orow = acc + (t if staged else s.rows[t]) * ldacc
+            for col in range(nb):
+                if orow[col] < 0:
+                    orow[col] = 0
     if staged:
         for t in range(nrows_j):
             memcpy(ocol + s.rows[t] * ldo, acc + t * nb, nb * sizeof(floating))
@@ -566,14 +575,14 @@ cdef void _pack_inputs(const floating *a, ptrdiff_t lda, Cut kin, RowLists by_bl
 cdef void _product(Py_ssize_t n, const floating *a, ptrdiff_t lda, const char *b,
                    Weights w, const floating *bias, ptrdiff_t sbias,
                    floating *o, ptrdiff_t ldo, Cut kin, Cut nout, RowLists by_block,
-                   floating *packed_a, bint staged, Scratch *scratch,
+                   floating *packed_a, bint staged, bint relu, Scratch *scratch,
                    int nthreads) noexcept nogil:
     cdef int j
     if packed_a != NULL:
         _pack_inputs(a, lda, kin, by_block, packed_a, nthreads)
     for j in prange(nout.count, schedule="dynamic", num_threads=nthreads):
         _product_block(j, n, a, lda, packed_a, b, &w, bias, sbias, o, ldo, &kin, &nout,
-                       &by_block, staged, &scratch[threadid()])
+                       &by_block, staged, relu, &scratch[threadid()])
 
 
 cdef inline ptrdiff_t _stride(cnp.ndarray x, int axis):
@@ -606,8 +615,10 @@ cdef Cut _output_cut(out_mask, cnp.ndarray out, int block_size, bint blocked):
 
 
 cdef _run_product(cnp.ndarray a, in_mask, cnp.ndarray b, ptrdiff_t sb0, ptrdiff_t sb1,
-                  out_mask, c, int block_size, cnp.ndarray out, bint blocked=False):
-    """out = (a @ b + c) under in_mask (blocks of a's columns) and out_mask (of out's).
+                  out_mask, c, int block_size, cnp.ndarray out, bint blocked=False,
+                  bint relu=False):
+    """out = (a @ b + c) under in_mask (blocks of a's columns) and out_mask (of out's),
+    with ``relu`` its maximum with 0.
 
     b is a (k, m) matrix with strides (sb0, sb1), or with ``blocked`` the contiguous
     (ceil(m / bs), k, bs) column slabs of one (a BlockWeights layout), an unmasked output
@@ -618,17 +629,17 @@ cdef _run_product(cnp.ndarray a, in_mask, cnp.ndarray b, ptrdiff_t sb0, ptrdiff_
     chunk = max(1, <Py_ssize_t>(OUTPUTS_BYTES // (max(1, min(nout.width, nout.size))
                                                   * a.itemsize)))
     if n <= chunk:
-        _run_rows(a, in_mask, b, sb0, sb1, out_mask, c, block_size, out, blocked)
+        _run_rows(a, in_mask, b, sb0, sb1, out_mask, c, block_size, out, blocked, relu)
         return
     for start in range(0, n, chunk):
         _run_rows(a[start:start + chunk],
                   None if in_mask is None else in_mask[start:start + chunk], b, sb0, sb1,
                   None if out_mask is None else out_mask[start:start + chunk], c,
-                  block_size, out[start:start + chunk], blocked)
+                  block_size, out[start:start + chunk], blocked, relu)
 
 
 cdef _run_rows(cnp.ndarray a, in_mask, cnp.ndarray b, ptrdiff_t sb0, ptrdiff_t sb1,
-               out_mask, c, int block_size, cnp.ndarray out, bint blocked):
+               out_mask, c, int block_size, cnp.ndarray out, bint blocked, bint relu):
     """_run_product for a batch whose outputs fit the buffers."""
     cdef Py_ssize_t n = a.shape[0]
     cdef Cut kin = _cut(in_mask, a.shape[1], block_size)
@@ -670,29 +681,32 @@ cdef _run_rows(cnp.ndarray a, in_mask, cnp.ndarray b, ptrdiff_t sb0, ptrdiff_t s
             with nogil:
                 _product[float](n, <const float *>pa, lda, <const char *>pb, w,
                                 <const float *>pc, sbias, <float *>po, ldo, kin, nout, lists,
-                                <float *>packed_a, staged, work.threads, nthreads)
+                                <float *>packed_a, staged, relu, work.threads, nthreads)
         else:
             with nogil:
                 _product[double](n, <const double *>pa, lda, <const char *>pb, w,
                                  <const double *>pc, sbias, <double *>po, ldo, kin, nout,
-                                 lists, <double *>packed_a, staged, work.threads,
+                                 lists, <double *>packed_a, staged, relu, work.threads,
                                  nthreads)
     finally:
         work.release()
         _give_memory(packed)
 
 
-def forward(cnp.ndarray a, amask, cnp.ndarray b, omask, c, int block_size, cnp.ndarray out):
-    """out = (a @ b + c) * Om with a's inactive blocks skipped."""
-    _run_product(a, amask, b, _stride(b, 0), _stride(b, 1), omask, c, block_size, out)
+def forward(cnp.ndarray a, amask, cnp.ndarray b, omask, c, int block_size, cnp.ndarray out,
+            bint relu=False):
+    """out = (a @ b + c) * Om with a's inactive blocks skipped (and with ``relu``, its
+    maximum with 0)."""
+    _run_product(a, amask, b, _stride(b, 0), _stride(b, 1), omask, c, block_size, out,
+                 False, relu)
 
 
 def forward_blocked(cnp.ndarray a, amask, cnp.ndarray blocks, omask, c, int block_size,
-                    cnp.ndarray out):
+                    cnp.ndarray out, bint relu=False):
     """:func:`forward` with the weights given as the contiguous (ceil(m / bs), k, bs)
     column slabs of a :class:`condnn.BlockWeights` (of a's dtype, or float16 for float32
     a)."""
-    _run_product(a, amask, blocks, 0, 0, omask, c, block_size, out, True)
+    _run_product(a, amask, blocks, 0, 0, omask, c, block_size, out, True, relu)
 
 
 cdef bint _is_float_matrix(x, int typenum, int ndim):
@@ -716,15 +730,16 @@ cdef bint _is_common_mask(mask, Py_ssize_t rows, Py_ssize_t size, int block_size
             and cnp.PyArray_IS_C_CONTIGUOUS(m) and is_binary(m))
 
 
-def forward_common(a, amask, b, omask, c, block_size, Py_ssize_t blocked_m=-1):
+def forward_common(a, amask, b, omask, c, block_size, Py_ssize_t blocked_m=-1,
+                   bint relu=False):
     """The masked product for the common case of arguments, checked here at C speed (at
     batch 1 the Python checks cost more than the product): plain float32 or float64
     ndarrays of one dtype, a's rows unit-stride, c None or (m,), at least one mask, every
     mask None or a C-contiguous bool, uint8 or int8 array of 0/1 of the right shape, and
     no ``out``.  With ``blocked_m`` >= 0, b is the (ceil(m / bs), k, bs) slabs array of a
     BlockWeights of m = blocked_m columns stored at this block size (float16 for float32
-    inputs, or a's dtype).  Returns the new
-    (n, m) result, or None when the arguments are anything else:
+    inputs, or a's dtype).  With ``relu``, the result is its maximum with 0.  Returns the
+    new (n, m) result, or None when the arguments are anything else:
     :func:`condnn.sparse.sparse_dot` then checks them in full and names what is wrong."""
     if type(block_size) is not int or block_size < 1 or (amask is None and omask is None):
         return None
@@ -765,10 +780,10 @@ def forward_common(a, amask, b, omask, c, block_size, Py_ssize_t blocked_m=-1):
     cdef cnp.ndarray out = cnp.PyArray_EMPTY(2, [n, m], typenum, 0)
     # bool and int8 masks holding 0/1 have the bytes of uint8 ones: no view needed.
     if blocked:
-        _run_product(aa, amask, bb, 0, 0, omask, c, block_size, out, True)
+        _run_product(aa, amask, bb, 0, 0, omask, c, block_size, out, True, relu)
     else:
         _run_product(aa, amask, bb, _stride(bb, 0), _stride(bb, 1), omask, c, block_size,
-                     out)
+                     out, False, relu)
     return out
 
 

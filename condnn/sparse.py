@@ -96,8 +96,9 @@ def _kernel_operand(x: np.ndarray) -> np.ndarray:
 
 def sparse_dot(a: np.ndarray, amask: Optional[np.ndarray], b: np.ndarray,
                omask: Optional[np.ndarray], c: Optional[np.ndarray], block_size: int,
-               out: Optional[np.ndarray] = None) -> np.ndarray:
-    """Block-sparse product ``(dot(a * Am, b) + c) * Om``.
+               out: Optional[np.ndarray] = None, *, relu: bool = False) -> np.ndarray:
+    """Block-sparse product ``(dot(a * Am, b) + c) * Om``, or with ``relu``
+    ``max(dot(a * Am, b) + c, 0) * Om``.
 
     Args:
         a: (n, k) float32 or float64.
@@ -109,6 +110,8 @@ def sparse_dot(a: np.ndarray, amask: Optional[np.ndarray], b: np.ndarray,
         block_size: columns per block; must divide k if ``amask`` is given and m if
             ``omask`` is given.
         out: optional (n, m) array of a's dtype, fully overwritten.
+        relu: apply the ReLU to the result, inside the kernels while each output block is
+            in the caches (NaN stays NaN, as with ``numpy.maximum``).
 
     Returns:
         The (n, m) result, ``out`` if it was given.
@@ -125,14 +128,14 @@ def sparse_dot(a: np.ndarray, amask: Optional[np.ndarray], b: np.ndarray,
     """
     if on_gpu(a):
         from condnn import gpu
-        return gpu.sparse_dot(a, amask, b, omask, c, block_size, out=out)
+        return gpu.sparse_dot(a, amask, b, omask, c, block_size, out=out, relu=relu)
     # b stored block by block: its slabs go to the kernels, a stand-in of its shape and
     # dtype to the checks, and every product (masks or not) to the block-sparse kernel.
     blocked = isinstance(b, BlockWeights)
     weights = b.slabs if blocked else b
     if out is None:
         y = _sparse.forward_common(a, amask, weights, omask, c, block_size,
-                                   b.shape[1] if blocked else -1)
+                                   b.shape[1] if blocked else -1, bool(relu))
         if y is not None:
             return y
     a, amask, omask, c = map(_as_plain, (a, amask, omask, c))
@@ -150,13 +153,15 @@ def sparse_dot(a: np.ndarray, amask: Optional[np.ndarray], b: np.ndarray,
         y = np.matmul(a, b, out=out)
         if c is not None:
             y += c
+        if relu:
+            np.maximum(y, 0, out=y)
         return y
 
     target = out if out is not None and out.strides[1] == out.itemsize \
         and out.strides[0] >= 0 else np.empty((n, m), dtype=a.dtype)
     if n and m:
         kernel = _sparse.forward_blocked if blocked else _sparse.forward
-        kernel(_kernel_operand(a), amask, weights, omask, c, block_size, target)
+        kernel(_kernel_operand(a), amask, weights, omask, c, block_size, target, bool(relu))
     if out is not None and target is not out:
         out[...] = target
         return out

@@ -22,6 +22,7 @@ finite values there: the result must not change.
 import contextlib
 import dataclasses
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -263,12 +264,15 @@ def _assert_unchanged(before, after, context: str) -> None:
                 f"{name} was modified by the call; {context}"
 
 
-def check_forward(p: Problem, out_layout: Optional[str] = None) -> None:
-    """Runs sparse_dot on ``p`` and compares it with the reference."""
+def check_forward(p: Problem, out_layout: Optional[str] = None, relu: bool = False) -> None:
+    """Runs sparse_dot on ``p`` (with ``relu``, its fused ReLU) and compares it with the
+    reference."""
     arr = build(p)
     args = arr.args
-    context = p.describe() + f" out={out_layout}"
+    context = p.describe() + f" out={out_layout} relu={relu}"
     want = reference_sparse_dot(arr.a, arr.amask, arr.b, arr.omask, arr.c, p.bs)
+    if relu:
+        want = np.maximum(want, 0)
     absc = None if arr.c is None else np.abs(arr.c)
     scale = reference_sparse_dot(np.abs(arr.a), arr.amask, np.abs(arr.b), arr.omask, absc, p.bs)
     before = _snapshot(args)
@@ -278,7 +282,7 @@ def check_forward(p: Problem, out_layout: Optional[str] = None) -> None:
         out, buf, outside = out_buffer((p.n, p.m), p.dtype, out_layout)
     b = block_weights(args["b"], p) if p.blocked else args["b"]
     got = condnn.sparse_dot(args["a"], args["amask"], b, args["omask"], args["c"], p.bs,
-                            out=out)
+                            out=out, relu=relu)
     if out is not None:
         assert got is out, f"sparse_dot did not return out; {context}"
         assert np.isnan(buf[outside]).all(), f"wrote outside out; {context}"
@@ -449,6 +453,37 @@ def test_forward_with_float16_weights_matches_reference_and_float32_bitwise(
         single = call(condnn.BlockWeights(args["b"], p.bs))
     assert half.dtype == np.float32
     assert np.array_equal(half, single, equal_nan=True), p.describe()
+
+
+@_PROPERTY
+@given(p=problems(), limits=KERNEL_LIMITS, blocked=st.booleans(),
+       out_layout=st.one_of(st.none(), st.sampled_from(OUT_LAYOUTS)))
+def test_fused_relu_is_the_relu_of_the_product_bit_for_bit(
+        p: Problem, limits: Tuple[int, int, int], blocked: bool,
+        out_layout: Optional[str]) -> None:
+    p = dataclasses.replace(p, blocked=blocked)
+    with kernel_limits(limits):
+        check_forward(p, out_layout, relu=True)
+        args = build(p).args
+        b = block_weights(args["b"], p) if p.blocked else args["b"]
+        call = partial(condnn.sparse_dot, args["a"], args["amask"], b, args["omask"],
+                       args["c"], p.bs)
+        fused, plain = call(relu=True), call()
+    assert np.array_equal(fused, np.maximum(plain, 0), equal_nan=True), p.describe()
+
+
+@pytest.mark.parametrize("variant", SPARSE_VARIANTS)
+def test_fused_relu_keeps_nan_and_zeroes_negatives_as_numpy_maximum(variant: str) -> None:
+    p = Problem(variant=variant, dtype=np.float32, bs=8, n=9, k=16, m=16,
+                densities=(1.0, 1.0), seed=5)
+    args = build(p).args
+    a = args["a"].copy()
+    a[0, 0] = np.nan                      # every output of row 0 is NaN
+    got = condnn.sparse_dot(a, args["amask"], args["b"], args["omask"], args["c"], p.bs,
+                            relu=True)
+    plain = condnn.sparse_dot(a, args["amask"], args["b"], args["omask"], args["c"], p.bs)
+    assert np.isnan(got[0]).all() and (plain[1:] < 0).any()
+    assert np.array_equal(got, np.maximum(plain, 0), equal_nan=True)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -48,8 +48,9 @@ def check_layout(**arrays) -> None:
 
 
 def sparse_dot(a, amask, b, omask, c, block_size: int, out=None, *, method: str = "auto",
-               check_masks: bool = True):
-    """Block-sparse product ``(dot(a * Am, b) + c) * Om`` of GPUArrays.
+               check_masks: bool = True, relu: bool = False):
+    """Block-sparse product ``(dot(a * Am, b) + c) * Om`` of GPUArrays (with ``relu``, its
+    maximum with 0).
 
     Args:
         a: (n, k) float32 or float64 ``GPUArray``.
@@ -63,6 +64,7 @@ def sparse_dot(a, amask, b, omask, c, block_size: int, out=None, *, method: str 
         out: optional (n, m) GPUArray of a's dtype, fully overwritten.
         method: "auto", "sparse" (block-sparse kernel) or "gemm" (cuBLAS); see the module.
         check_masks: check on the device that masks hold only 0 and 1.
+        relu: apply the ReLU to the result (a pass of :func:`condnn.gpu.training.relu_`).
 
     Returns:
         The (n, m) result, ``out`` if it was given.
@@ -90,6 +92,9 @@ def sparse_dot(a, amask, b, omask, c, block_size: int, out=None, *, method: str 
     if out is None:
         out = rt.empty((n, m), a.dtype)
     rt.run(plan, {"a": a, "amask": amask, "b": b, "omask": omask, "c": c, "out": out})
+    if relu:
+        from condnn.gpu import training
+        training.relu_(out)
     return out
 
 

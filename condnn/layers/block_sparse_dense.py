@@ -93,11 +93,15 @@ class BlockSparseDense(Layer):
         return self.frozen if masked else W
 
     def forward(self, x: np.ndarray, train: bool, amask: Optional[np.ndarray] = None,
-                omask: Optional[np.ndarray] = None,
-                masks_checked: bool = False) -> Tuple[np.ndarray, Backprop]:
+                omask: Optional[np.ndarray] = None, masks_checked: bool = False,
+                relu: bool = False) -> Tuple[np.ndarray, Backprop]:
         """``masks_checked``: the masks are known to hold only 0 and 1 (a model's own,
         from its policies), so the GPU need not check them, which waits for the device.
-        The CPU checks them either way (cheaply)."""
+        The CPU checks them either way (cheaply).
+
+        ``relu``: y is the ReLU of the product, applied by the kernel while each block of
+        outputs is in the caches.  The backprop is still the product's: the caller applies
+        the ReLU's derivative (which y tells: it is 1 where y > 0)."""
         check_input("BlockSparseDense", x, self.n_in, self.dtype)
         W, b, block_size = self.params["W"], self.params["b"], self.block_size
         check_same_device("BlockSparseDense", x, W)
@@ -110,10 +114,10 @@ class BlockSparseDense(Layer):
                              f"divide n_out = {self.n_out}")
         if on_gpu(x):
             from condnn import gpu
-            product = partial(gpu.sparse_dot, check_masks=not masks_checked)
+            product = partial(gpu.sparse_dot, check_masks=not masks_checked, relu=relu)
             gradients = partial(gpu.sparse_dot_backward, check_masks=not masks_checked)
         else:
-            product, gradients = sparse_dot, sparse_dot_backward
+            product, gradients = partial(sparse_dot, relu=relu), sparse_dot_backward
         y = product(x, amask, weights, omask, b, block_size)
 
         def backprop(dy: np.ndarray) -> np.ndarray:

@@ -84,17 +84,17 @@ def hidden_layer(fc, h: np.ndarray, train: bool, prev_mask: Optional[np.ndarray]
     """``relu(((h * prev_mask) W + b) * mask)`` of a block-sparse hidden layer, computed with
     the block-sparse product, or (``sparse`` False) densely with the mask multiplied in.
 
-    Returns ``(y, fc_backprop)``; the relu is applied in place, since the product's backprop
-    keeps h, not y, and its derivative is read from y by the caller.
+    Returns ``(y, fc_backprop)``: ``fc_backprop`` is the product's, and the caller applies
+    the relu's derivative, read from y.  The block-sparse product applies the relu itself;
+    the dense one has it applied in place (its backprop keeps h, not y).
     """
     if sparse:
         # The masks are the model's own (its policies' 0/1 decisions, or given ones that
         # the policies checked).
-        y, fc_backprop = fc(h, train, amask=prev_mask, omask=mask, masks_checked=True)
-    else:
-        y, fc_backprop = fc(h, train)
-        if mask is not None:
-            apply_block_mask(y, mask, fc.block_size)
+        return fc(h, train, amask=prev_mask, omask=mask, masks_checked=True, relu=True)
+    y, fc_backprop = fc(h, train)
+    if mask is not None:
+        apply_block_mask(y, mask, fc.block_size)
     relu_(y)
     return y, fc_backprop
 
