@@ -15,7 +15,6 @@ half the memory and half the bytes each product reads, which is what a product w
 rows per block waits on.  The kernels convert them back exactly and compute in float32, so
 the product is the float32 product of the weights rounded to float16.
 """
-from typing import Optional
 
 import numpy as np
 
