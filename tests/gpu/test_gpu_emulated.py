@@ -187,3 +187,13 @@ def test_public_functions_through_the_emulator(monkeypatch):
     aliased = buf.view(np.float32).reshape(case.n, case.m)
     with pytest.raises(ValueError, match="^out must not share memory with omask$"):
         gpu_sparse.sparse_dot(case.a, case.amask, case.b, omask, case.c, case.bs, out=aliased)
+
+
+def test_fused_relu_through_the_emulator(monkeypatch):
+    """condnn.gpu.sparse_dot(relu=True) is the ReLU of the product."""
+    monkeypatch.setattr(_runtime, "runtime", lambda: _emulator.HostRuntime)
+    case = make_case(np.random.default_rng(9), 40, 64, 96, 32, np.float32, 0.5, 0.5)
+    plain = gpu_sparse.sparse_dot(case.a, case.amask, case.b, case.omask, case.c, case.bs)
+    fused = gpu_sparse.sparse_dot(case.a, case.amask, case.b, case.omask, case.c, case.bs,
+                                  relu=True)
+    assert (plain < 0).any() and np.array_equal(fused, np.maximum(plain, 0))
