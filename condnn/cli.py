@@ -204,6 +204,13 @@ def _format_report(report: Dict[str, Any]) -> str:
             f"{report['time_sparse_batch1_s']:.3f} s, dense {report['time_dense_batch1_s']:.3f}"
             f" s: speedup {report['speedup_batch1']:.2f}x (all on: "
             f"{report['speedup_all_on_batch1']:.2f}x)")
+    if report.get("time_sparse_unconverted_s"):
+        lines.append(
+            f"the same copy with {report['weight_storage']} weights against its own dtype's, "
+            f"timed in turn: {report['time_sparse_s']:.3f} s against "
+            f"{report['time_sparse_unconverted_s']:.3f} s at batch {report['batch_size']}, "
+            f"{report['time_sparse_batch1_s']:.3f} s against "
+            f"{report['time_sparse_unconverted_batch1_s']:.3f} s at batch 1")
     return "\n".join(lines)
 
 

@@ -51,7 +51,12 @@ _BATCH1_CHUNK = 250
 class SpeedReport:
     """Seconds of one pass over ``examples`` (batch ``batch_size``) and over
     ``batch1_examples`` (batch 1), per execution, and the speedups they give;
-    ``weight_storage``: the dtype the sparse execution's layers store their weights in."""
+    ``weight_storage``: the dtype the sparse execution's layers store their weights in.
+
+    With weights stored in another dtype than the model's, ``time_sparse_unconverted_s``
+    and ``time_sparse_unconverted_batch1_s`` are those of the frozen copy in the model's
+    own dtype, timed in the same turns (None otherwise): what the storage gains is a
+    ratio of one run."""
 
     time_sparse_s: float
     time_dense_s: float
@@ -65,6 +70,8 @@ class SpeedReport:
     repeats: int
     how: str
     weight_storage: str = "float32"
+    time_sparse_unconverted_s: Optional[float] = None
+    time_sparse_unconverted_batch1_s: Optional[float] = None
 
     @property
     def speedup(self) -> float:
@@ -132,8 +139,9 @@ def time_executions(model, x: np.ndarray, *, batch_size: int = 256,
         repeats: passes at ``batch_size`` per execution (the median is kept).
         mode: the policies' evaluation mode (default: the model's).
         storage: the frozen copy's weight storage (:func:`condnn.models.for_inference`):
-            None, or np.float16 for half-precision weights in the sparse execution.  The
-            dense executions run ``model`` itself, in its dtype.
+            None, or np.float16 for half-precision weights in the sparse execution; the
+            copy in the model's own dtype is then timed too, in the same turns.  The dense
+            executions run ``model`` itself, in its dtype.
     """
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive int, got {repeats!r}")
@@ -144,27 +152,32 @@ def time_executions(model, x: np.ndarray, *, batch_size: int = 256,
     n1 = len(x) if batch1_examples is None else min(int(batch1_examples), len(x))
     if n1 < 1:
         raise ValueError(f"batch1_examples must be positive or None, got {batch1_examples!r}")
-    runs = {e: for_inference(model, storage) if e == "sparse" else model for e in executions}
-    for execution in executions:     # warm-up: first-call allocations, caches
-        _pass_seconds(runs[execution], x[:batch_size], batch_size, execution, mode)
-        _pass_seconds(runs[execution], x[:4], 1, execution, mode)
-    large: Dict[str, List[float]] = {e: [] for e in executions}
+    # Timed name -> (model, execution of its trace).
+    runs = {e: (for_inference(model, storage) if e == "sparse" else model, e)
+            for e in executions}
+    if storage is not None and "sparse" in runs:
+        runs["sparse_unconverted"] = (for_inference(model), "sparse")
+    for run, execution in runs.values():     # warm-up: first-call allocations, caches
+        _pass_seconds(run, x[:batch_size], batch_size, execution, mode)
+        _pass_seconds(run, x[:4], 1, execution, mode)
+    large: Dict[str, List[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        for execution in executions:
-            large[execution].append(_pass_seconds(runs[execution], x, batch_size, execution,
-                                                  mode))
-    single: Dict[str, float] = {e: 0.0 for e in executions}
+        for name, (run, execution) in runs.items():
+            large[name].append(_pass_seconds(run, x, batch_size, execution, mode))
+    single: Dict[str, float] = {name: 0.0 for name in runs}
     for begin in range(0, n1, _BATCH1_CHUNK):
         chunk = x[begin:min(begin + _BATCH1_CHUNK, n1)]
-        for execution in executions:
-            single[execution] += _pass_seconds(runs[execution], chunk, 1, execution, mode)
-    median = {e: float(np.median(times)) for e, times in large.items()}
+        for name, (run, execution) in runs.items():
+            single[name] += _pass_seconds(run, chunk, 1, execution, mode)
+    median = {name: float(np.median(times)) for name, times in large.items()}
     return SpeedReport(median.get("sparse", np.nan), median.get("dense", np.nan),
                        median.get("all_on", np.nan), single.get("sparse", np.nan),
                        single.get("dense", np.nan), single.get("all_on", np.nan),
                        examples=len(x), batch_size=batch_size, batch1_examples=n1,
                        repeats=repeats, how="in process, threadpoolctl",
-                       weight_storage=stored_dtype(runs.get("sparse", model)))
+                       weight_storage=stored_dtype(runs.get("sparse", (model,))[0]),
+                       time_sparse_unconverted_s=median.get("sparse_unconverted"),
+                       time_sparse_unconverted_batch1_s=single.get("sparse_unconverted"))
 
 
 def stored_dtype(model) -> str:

@@ -58,6 +58,7 @@ def test_evaluate_json_has_the_keys_and_types(trained, capsys):
                 "speedup_batch1"):
         assert isinstance(report[key], float), key
     assert 0 <= report["test_error"] <= 1 and 0 < report["mean_activation"] <= 1
+    assert report["time_sparse_unconverted_s"] is None     # no other storage to compare
     assert report["mode"] == "threshold" and len(report["activation_per_layer"]) == 2
 
 
@@ -71,8 +72,13 @@ def test_evaluate_with_half_weights_reports_the_rounded_copy(trained, capsys):
     assert single["weight_storage"] == "float32" and half["weight_storage"] == "float16"
     assert abs(half["test_error"] - single["test_error"]) <= 0.02
     assert half["time_sparse_s"] > 0 and half["speedup"] > 0
+    # The float32 copy, timed in the same turns, for the gain of the storage.
+    assert half["time_sparse_unconverted_s"] > 0 and half["time_sparse_unconverted_batch1_s"] > 0
     assert cli.main(["evaluate", str(out / "best.h5"), "--half-weights", "--no-timing"]) == 0
     assert "stored in float16" in capsys.readouterr().out
+    assert cli.main(["evaluate", str(out / "best.h5"), "--half-weights", "--batch1-examples",
+                     "5", "--repeats", "1"]) == 0
+    assert "float16 weights against its own dtype's, timed in turn" in capsys.readouterr().out
 
 
 def test_timing_in_a_subprocess_passes_the_storage_on(trained):
@@ -82,6 +88,7 @@ def test_timing_in_a_subprocess_passes_the_storage_on(trained):
                                       in_process=False, storage="float16")
     assert report.weight_storage == "float16" and report.how.startswith("subprocess")
     assert report.time_sparse_s > 0 and report.batch1_examples == 5
+    assert report.time_sparse_unconverted_s > 0
 
 
 def test_evaluate_in_sample_mode_and_without_timing(trained, capsys):
