@@ -352,9 +352,10 @@ def _pareto_plot(points, path: str) -> None:
             chosen = sorted((p for p in points if p["family"] == family), key=lambda p: p[key])
             axis.plot([p[key] for p in chosen], [p["test_error_pct"] for p in chosen],
                       marker=marker, label=family)
-            for p in chosen:
+            for p in chosen:      # labels of the float16 points below theirs, apart
                 axis.annotate(p["setting"], (p[key], p["test_error_pct"]), fontsize=7,
-                              xytext=(3, 3), textcoords="offset points")
+                              xytext=(3, -9 if family == "condnet float16" else 3),
+                              textcoords="offset points")
         axis.set_xscale("log")
         axis.set_xlabel("single-core inference time (s)")
         axis.set_ylabel("test error (%)")
