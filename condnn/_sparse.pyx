@@ -179,7 +179,7 @@ cdef inline int _extent(const Cut *cut, int block) noexcept nogil:
 cdef struct Scratch:
     # Per-thread working memory, carved out of one allocation.
     ptrdiff_t *rows      # (n,) the rows where the current output block is on
-    ptrdiff_t *position  # (n,) position[i]: where row i is in rows (rows where it is on)
+    ptrdiff_t *position  # (n,) position[i]: where row i is in rows, -1 if not there
     ptrdiff_t *pairs     # (4, n) the current and the next block pair's rows: for each, the
                          # positions of its rows in the packed inputs and in the outputs
     void *gathered_a     # (ROW_GROUP, width of an input block)
@@ -381,14 +381,16 @@ cdef inline void _pack_block(const floating *src, ptrdiff_t sq, ptrdiff_t sc, in
 
 cdef inline ptrdiff_t _list_rows(const Cut *nout, int j, Py_ssize_t n, ptrdiff_t *rows,
                                  ptrdiff_t *position) noexcept nogil:
-    """Writes the rows where output block j is on, and for each such row i its index in
-    that list at position[i]; returns how many."""
+    """Writes the rows where output block j is on, and for each row i its index in that
+    list at position[i], -1 where the block is off; returns how many."""
     cdef Py_ssize_t i
     cdef ptrdiff_t count = 0
+    cdef bint on
     for i in range(n):
+        on = _on(nout, i, j)
         rows[count] = i
-        position[i] = count
-        count += _on(nout, i, j)
+        position[i] = count if on else -1
+        count += on
     return count
 
 
@@ -417,11 +419,13 @@ cdef inline ptrdiff_t _pair_positions(const Cut *kin, const Cut *nout,
         if staged:
             arows[0] = NULL
         return by_block.offsets[p + 1] - start
+    # Branch-free, as the masks are random.  position (of output block j, see _list_rows)
+    # is one contiguous array: the mask's column j would be a byte per row, a row apart.
     for t in range(start, by_block.offsets[p + 1]):
         i = by_block.rows[t]
         apos[c] = t - start if staged else i
         opos[c] = position[i] if staged else i
-        c += nout.mask[i * nout.count + j]    # branch-free: masks are random
+        c += position[i] >= 0
     arows[0], orows[0] = apos, opos
     return c
 
