@@ -22,7 +22,6 @@ finite values there: the result must not change.
 import contextlib
 import dataclasses
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -348,16 +347,18 @@ def problems(draw) -> Problem:
 
 _PROPERTY = settings(max_examples=150, deadline=None,
                      suppress_health_check=[HealthCheck.too_slow])
+# The layout of ``out``, or no ``out``.
+OPTIONAL_OUT = st.one_of(st.none(), st.sampled_from(OUT_LAYOUTS))
 
 
 @_PROPERTY
-@given(p=problems(), out_layout=st.one_of(st.none(), st.sampled_from(OUT_LAYOUTS)))
+@given(p=problems(), out_layout=OPTIONAL_OUT)
 def test_forward_matches_reference(p: Problem, out_layout: Optional[str]) -> None:
     check_forward(p, out_layout)
 
 
 @_PROPERTY
-@given(p=problems(), out_layout=st.one_of(st.none(), st.sampled_from(OUT_LAYOUTS)))
+@given(p=problems(), out_layout=OPTIONAL_OUT)
 def test_forward_with_block_weights_matches_reference(p: Problem,
                                                       out_layout: Optional[str]) -> None:
     check_forward(dataclasses.replace(p, blocked=True), out_layout)
@@ -416,16 +417,23 @@ def _results(p: Problem) -> Tuple[np.ndarray, ...]:
 
 
 @_PROPERTY
-@given(p=problems(), limits=KERNEL_LIMITS, blocked=st.booleans(),
-       out_layout=st.one_of(st.none(), st.sampled_from(OUT_LAYOUTS)))
+@given(p=problems(), limits=KERNEL_LIMITS, blocked=st.booleans(), out_layout=OPTIONAL_OUT)
 def test_every_kernel_path_matches_reference_and_staging_changes_no_bit(
         p: Problem, limits: Tuple[int, int, int], blocked: bool,
         out_layout: Optional[str]) -> None:
+    """Also the fused ReLU, on every path: the reference's, and bit for bit the ReLU of
+    the plain product."""
     p = dataclasses.replace(p, blocked=blocked)
     with kernel_limits(limits):
         check_forward(p, out_layout)
+        check_forward(p, out_layout, relu=True)
         check_backward(p)
         got = _results(p)
+        args = build(p).args
+        b = block_weights(args["b"], p) if p.blocked else args["b"]
+        fused = condnn.sparse_dot(args["a"], args["amask"], b, args["omask"], args["c"],
+                                  p.bs, relu=True)
+    assert np.array_equal(fused, np.maximum(got[0], 0), equal_nan=True), p.describe()
     if limits[1] < 4 << 20:
         # Chunks of rows: a pair of blocks can have few enough rows in a chunk to take
         # another kernel (for transposed weights), with another order of operations.
@@ -437,8 +445,7 @@ def test_every_kernel_path_matches_reference_and_staging_changes_no_bit(
 
 
 @_PROPERTY
-@given(p=problems(), limits=KERNEL_LIMITS,
-       out_layout=st.one_of(st.none(), st.sampled_from(OUT_LAYOUTS)))
+@given(p=problems(), limits=KERNEL_LIMITS, out_layout=OPTIONAL_OUT)
 def test_forward_with_float16_weights_matches_reference_and_float32_bitwise(
         p: Problem, limits: Tuple[int, int, int], out_layout: Optional[str]) -> None:
     """Weights stored in float16 are converted exactly: the product is the reference's,
@@ -453,23 +460,6 @@ def test_forward_with_float16_weights_matches_reference_and_float32_bitwise(
         single = call(condnn.BlockWeights(args["b"], p.bs))
     assert half.dtype == np.float32
     assert np.array_equal(half, single, equal_nan=True), p.describe()
-
-
-@_PROPERTY
-@given(p=problems(), limits=KERNEL_LIMITS, blocked=st.booleans(),
-       out_layout=st.one_of(st.none(), st.sampled_from(OUT_LAYOUTS)))
-def test_fused_relu_is_the_relu_of_the_product_bit_for_bit(
-        p: Problem, limits: Tuple[int, int, int], blocked: bool,
-        out_layout: Optional[str]) -> None:
-    p = dataclasses.replace(p, blocked=blocked)
-    with kernel_limits(limits):
-        check_forward(p, out_layout, relu=True)
-        args = build(p).args
-        b = block_weights(args["b"], p) if p.blocked else args["b"]
-        call = partial(condnn.sparse_dot, args["a"], args["amask"], b, args["omask"],
-                       args["c"], p.bs)
-        fused, plain = call(relu=True), call()
-    assert np.array_equal(fused, np.maximum(plain, 0), equal_nan=True), p.describe()
 
 
 @pytest.mark.parametrize("variant", SPARSE_VARIANTS)
