@@ -343,13 +343,20 @@ cdef class _RowsByBlock:
 
 
 cdef inline void _gemm_rows(ptrdiff_t nrows, const floating *a, ptrdiff_t lda,
-                            const ptrdiff_t *arows, const floating *b, ptrdiff_t ldb, int kb,
+                            const ptrdiff_t *arows, const void *b, ptrdiff_t ldb, int kb,
                             int nb, floating *o, ptrdiff_t ldo, const ptrdiff_t *orows,
-                            condnn_stream *fetch) noexcept nogil:
+                            condnn_stream *fetch, bint half) noexcept nogil:
+    """b holds weights of a's type, or with ``half`` (float a only) float16 ones."""
     if floating is float:
-        gemm_rows_f32(nrows, a, lda, arows, b, ldb, kb, nb, o, ldo, orows, fetch)
+        if half:
+            gemm_rows_f32h(nrows, a, lda, arows, <const uint16_t *>b, ldb, kb, nb, o, ldo,
+                           orows, fetch)
+        else:
+            gemm_rows_f32(nrows, a, lda, arows, <const float *>b, ldb, kb, nb, o, ldo, orows,
+                          fetch)
     else:
-        gemm_rows_f64(nrows, a, lda, arows, b, ldb, kb, nb, o, ldo, orows, fetch)
+        gemm_rows_f64(nrows, a, lda, arows, <const double *>b, ldb, kb, nb, o, ldo, orows,
+                      fetch)
 
 
 cdef inline void _gemm_rows_t(ptrdiff_t nrows, const floating *a, ptrdiff_t lda,
@@ -522,14 +529,11 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
             ablock, ldab = packed_a + by_block.offsets[p] * kin.width, kin.width
         else:
             ablock, ldab = a + <ptrdiff_t>p * kin.width, lda
-        if floating is float and w.half:
-            gemm_rows_f32h(count, ablock, ldab, arows, <const uint16_t *>block, sb0, kb, nb,
-                           acc, ldacc, orows, &fetch)
-        elif sb1 == 1 and (count <= CONDNN_MR or w.blocked):
+        if sb1 == 1 and (count <= CONDNN_MR or w.blocked):
             # A single tile of rows reads each weight once: packing would not pay.  Nor
-            # does it for blocks that are contiguous already.
+            # does it for blocks that are contiguous already (float16 ones among them).
             _gemm_rows(count, ablock, ldab, arows, block, sb0, kb, nb, acc, ldacc, orows,
-                       &fetch)
+                       &fetch, w.half)
         elif sb0 == 1 and count <= CONDNN_MR:
             # b read transposed for a few rows: dot products along its contiguous rows.
             _gemm_rows_t(count, ablock, ldab, arows, block, sb1, kb, nb, acc, ldacc, orows)
@@ -538,7 +542,7 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
             # and no cache-set conflicts between its rows.
             _pack_block(block, sb0, sb1, kb, nb, packed)
             _gemm_rows(count, ablock, ldab, arows, packed, nb, kb, nb, acc, ldacc, orows,
-                       &fetch)
+                       &fetch, False)
         condnn_stream_finish(&fetch)
         p, arows, orows, count = following, next_arows, next_orows, next_count
         current = 1 - current

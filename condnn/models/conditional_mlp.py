@@ -154,8 +154,7 @@ class ConditionalMLP(Model):
             gate.params["d"][:] = -np.quantile(z, 1 - gate.tau, axis=0)
             decision, _ = gate(h, False, amask=prev_mask, mode="threshold")
             mask = with_shared_blocks(decision.mask, shared)
-            h, _ = fc(h, False, amask=prev_mask, omask=mask)
-            np.maximum(h, 0, out=h)
+            h, _ = fc(h, False, amask=prev_mask, omask=mask, relu=True)
             prev_mask = mask
 
     def trace(self, x: np.ndarray, train: bool, *,
