@@ -74,11 +74,31 @@ CONDNN_INLINE void condnn_stream_finish(condnn_stream *s) {
 /* Rows ahead that are prefetched when rows are gathered or a block is packed. */
 #define CONDNN_PREFETCH_AHEAD 8
 
+/*
+ * The vector unit.  With AVX-512 the vectors are 64 bytes and there are 32 of them, so a
+ * tile holds twice the accumulators; elsewhere (AVX2, NEON, the compiler's generic code)
+ * they are 32 bytes, 16 registers.  On a core whose dense BLAS runs 512-bit FMAs, kernels
+ * of half that width ran at about half its speed.
+ */
+#if defined(__AVX512F__) && defined(__FMA__)
+#define CONDNN_AVX512 1
+#define CONDNN_VECTOR_BYTES 64
+#define CONDNN_TILE_ACCUMULATORS 24
+#else
+#define CONDNN_VECTOR_BYTES 32
+#define CONDNN_TILE_ACCUMULATORS 12
+#endif
+
 /* Rows of a tile: 6 rows x 2 vectors of accumulators fill 12 of the 16 vector registers
- * of AVX2, leaving room for the two weight vectors and the broadcast operand. */
+ * of AVX2 (6 x 4 fill 24 of AVX-512's 32), leaving room for the weight vectors and the
+ * broadcast operand. */
 #define CONDNN_MR 6
 /* The most vectors of columns in a tile (for tiles of a single row). */
 #define CONDNN_NV_MAX 8
+/* The vectors of columns in a tile of mr rows: as many as the accumulators allow, to 8. */
+#define CONDNN_WIDE(mr) \
+    ((mr) == 1 || CONDNN_TILE_ACCUMULATORS / (mr) >= 8 ? 8 \
+     : CONDNN_TILE_ACCUMULATORS / (mr) >= 4 ? 4 : 2)
 
 /*
  * Multiply-adds.  On x86 with FMA they are fused explicitly (intrinsics) and the compiler
@@ -89,7 +109,29 @@ CONDNN_INLINE void condnn_stream_finish(condnn_stream *s) {
  * targets write x * y + z and the compiler contracts it as its flags say.
  * FMA(x, y, z) = x * y + z for scalars; VFMA(x, y, z) for vectors; VFMA1 with y a scalar.
  */
-#if defined(__FMA__) && defined(__AVX__)
+#if defined(CONDNN_AVX512)
+#include <immintrin.h>
+#define CONDNN_FMA_float(x, y, z) __builtin_fmaf((x), (y), (z))
+#define CONDNN_FMA_double(x, y, z) __builtin_fma((x), (y), (z))
+#define CONDNN_VFMA_float(x, y, z) \
+    ((condnn_vf32)_mm512_fmadd_ps((__m512)(x), (__m512)(y), (__m512)(z)))
+#define CONDNN_VFMA_double(x, y, z) \
+    ((condnn_vf64)_mm512_fmadd_pd((__m512d)(x), (__m512d)(y), (__m512d)(z)))
+#define CONDNN_VFMA1_float(x, y, z) CONDNN_VFMA_float((x), _mm512_set1_ps(y), (z))
+#define CONDNN_VFMA1_double(x, y, z) CONDNN_VFMA_double((x), _mm512_set1_pd(y), (z))
+/* The first w lanes of a vector, loaded or stored under a mask: a tile's last columns
+ * without a loop over them, and without touching memory past them. */
+#define CONDNN_FIRST_float(w) ((__mmask16)((1u << (w)) - 1))
+#define CONDNN_FIRST_double(w) ((__mmask8)((1u << (w)) - 1))
+#define CONDNN_LOAD_FIRST_float(p, w) \
+    ((condnn_vf32)_mm512_maskz_loadu_ps(CONDNN_FIRST_float(w), (p)))
+#define CONDNN_LOAD_FIRST_double(p, w) \
+    ((condnn_vf64)_mm512_maskz_loadu_pd(CONDNN_FIRST_double(w), (p)))
+#define CONDNN_STORE_FIRST_float(p, v, w) \
+    _mm512_mask_storeu_ps((p), CONDNN_FIRST_float(w), (__m512)(v))
+#define CONDNN_STORE_FIRST_double(p, v, w) \
+    _mm512_mask_storeu_pd((p), CONDNN_FIRST_double(w), (__m512d)(v))
+#elif defined(__FMA__) && defined(__AVX__)
 #include <immintrin.h>
 #define CONDNN_FMA_float(x, y, z) __builtin_fmaf((x), (y), (z))
 #define CONDNN_FMA_double(x, y, z) __builtin_fma((x), (y), (z))
@@ -112,6 +154,8 @@ CONDNN_INLINE void condnn_stream_finish(condnn_stream *s) {
 #define FMA CONDNN_FMA_float
 #define VFMA CONDNN_VFMA_float
 #define VFMA1 CONDNN_VFMA1_float
+#define LOAD_FIRST CONDNN_LOAD_FIRST_float
+#define STORE_FIRST CONDNN_STORE_FIRST_float
 #define VEC condnn_vf32
 #define SUF(name) name##_f32
 #include "_microkernels_impl.h"
@@ -126,7 +170,11 @@ CONDNN_INLINE void condnn_stream_finish(condnn_stream *s) {
 #include <immintrin.h>
 CONDNN_INLINE float condnn_half_to_float(const uint16_t *p) { return _cvtsh_ss(*p); }
 CONDNN_INLINE condnn_vf32 condnn_load_halves(const uint16_t *p) {
+#if defined(CONDNN_AVX512)
+    return (condnn_vf32)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+#else
     return (condnn_vf32)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+#endif
 }
 #else
 CONDNN_INLINE float condnn_half_to_float(const uint16_t *p) {
@@ -151,22 +199,35 @@ CONDNN_INLINE condnn_vf32 condnn_load_halves(const uint16_t *p) {
 }
 #endif
 
+/* The first w < VLEN halves at p, converted, in the low lanes; 0 in the others. */
+CONDNN_INLINE condnn_vf32 condnn_load_halves_first(const uint16_t *p, int w) {
+#if defined(CONDNN_AVX512) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    return (condnn_vf32)_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(CONDNN_FIRST_float(w), p));
+#else
+    condnn_vf32 v = {0};
+    for (int i = 0; i < w; i++) v[i] = condnn_half_to_float(p + i);
+    return v;
+#endif
+}
+
 #define VLEN ((int)(sizeof(VEC) / sizeof(REAL)))
 #define WREAL uint16_t
 #define WSUF(name) name##_f32h
 #define WLOADV condnn_load_halves
-#define WLOAD1 condnn_half_to_float
+#define WLOADFIRST condnn_load_halves_first
 #include "_microkernels_rows.h"
 #undef WREAL
 #undef WSUF
 #undef WLOADV
-#undef WLOAD1
+#undef WLOADFIRST
 #undef VLEN
 
 #undef REAL
 #undef FMA
 #undef VFMA
 #undef VFMA1
+#undef LOAD_FIRST
+#undef STORE_FIRST
 #undef VEC
 #undef SUF
 
@@ -174,6 +235,8 @@ CONDNN_INLINE condnn_vf32 condnn_load_halves(const uint16_t *p) {
 #define FMA CONDNN_FMA_double
 #define VFMA CONDNN_VFMA_double
 #define VFMA1 CONDNN_VFMA1_double
+#define LOAD_FIRST CONDNN_LOAD_FIRST_double
+#define STORE_FIRST CONDNN_STORE_FIRST_double
 #define VEC condnn_vf64
 #define SUF(name) name##_f64
 #include "_microkernels_impl.h"
@@ -181,6 +244,8 @@ CONDNN_INLINE condnn_vf32 condnn_load_halves(const uint16_t *p) {
 #undef FMA
 #undef VFMA
 #undef VFMA1
+#undef LOAD_FIRST
+#undef STORE_FIRST
 #undef VEC
 #undef SUF
 

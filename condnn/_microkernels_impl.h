@@ -1,10 +1,10 @@
 /*
  * Body of the micro-kernels, included once per scalar type by _microkernels.h with
  * REAL (the scalar), FMA, VFMA and VFMA1 (its multiply-adds, see there), VEC (the name of
- * its 32-byte vector type) and SUF (the name suffix) defined.
+ * its vector type, CONDNN_VECTOR_BYTES wide) and SUF (the name suffix) defined.
  */
 
-typedef REAL VEC __attribute__((vector_size(32)));
+typedef REAL VEC __attribute__((vector_size(CONDNN_VECTOR_BYTES)));
 #define VLEN ((int)(sizeof(VEC) / sizeof(REAL)))
 
 CONDNN_INLINE VEC SUF(loadu)(const REAL *p) {
@@ -15,16 +15,36 @@ CONDNN_INLINE VEC SUF(loadu)(const REAL *p) {
 
 CONDNN_INLINE void SUF(storeu)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
 
+/* The first w < VLEN elements at p in the low lanes of a vector, 0 in the others; and the
+ * low w lanes of v stored at p. */
+CONDNN_INLINE VEC SUF(load_first)(const REAL *p, int w) {
+#if defined(CONDNN_AVX512)
+    return LOAD_FIRST(p, w);
+#else
+    VEC v = {0};
+    memcpy(&v, p, w * sizeof(REAL));
+    return v;
+#endif
+}
+
+CONDNN_INLINE void SUF(store_first)(REAL *p, VEC v, int w) {
+#if defined(CONDNN_AVX512)
+    STORE_FIRST(p, v, w);
+#else
+    memcpy(p, &v, w * sizeof(REAL));
+#endif
+}
+
 /* The row kernels (gemm_rows) with weights of this scalar type. */
 #define WREAL REAL
 #define WSUF SUF
 #define WLOADV SUF(loadu)
-#define WLOAD1(p) (*(p))
+#define WLOADFIRST SUF(load_first)
 #include "_microkernels_rows.h"
 #undef WREAL
 #undef WSUF
 #undef WLOADV
-#undef WLOAD1
+#undef WLOADFIRST
 
 CONDNN_INLINE REAL SUF(hsum)(VEC v) {
     REAL s = 0;

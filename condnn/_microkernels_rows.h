@@ -4,7 +4,7 @@
  * inputs and outputs defined (see _microkernels_impl.h), and
  *   WREAL      the scalar type the weights are stored in,
  *   WLOADV(p)  VLEN weights from p as a VEC,
- *   WLOAD1(p)  the weight at p as a REAL,
+ *   WLOADFIRST(p, w)  the first w < VLEN weights from p in a VEC's low lanes, 0 elsewhere,
  *   WSUF(name) the names of these kernels.
  * With weights of REAL itself the loads are plain; with float16 weights for float inputs
  * they convert, exactly, so the arithmetic is the same float arithmetic on the rounded
@@ -36,13 +36,6 @@ CONDNN_INLINE void WSUF(rows_tile)(const int mr, const int nv, const REAL *const
         for (int v = 0; v < nv; v++) SUF(storeu)(out[r] + c0 + v * VLEN, acc[r][v]);
 }
 
-/* The first w < VLEN weights from p in the low lanes of a vector, 0 in the others. */
-CONDNN_INLINE VEC WSUF(load_part)(const WREAL *p, int w) {
-    VEC v = {0};
-    for (int i = 0; i < w; i++) v[i] = WLOAD1(p + i);
-    return v;
-}
-
 /* The columns after the last full vector, in the low lanes of one vector: the same
  * multiply-adds in the same order, column by column, as the full tiles.  (Done one scalar
  * at a time, the 4 columns after 40 of a 44-way policy took as long as the 40.) */
@@ -51,27 +44,28 @@ CONDNN_INLINE void WSUF(rows_tail)(const int mr, const REAL *const *a, const WRE
     const int w = nb - c0;
     if (w <= 0) return;
     VEC acc[CONDNN_MR];
-    for (int r = 0; r < mr; r++) {
-        acc[r] = (VEC){0};
-        memcpy(&acc[r], out[r] + c0, w * sizeof(REAL));
-    }
+    for (int r = 0; r < mr; r++) acc[r] = SUF(load_first)(out[r] + c0, w);
     const WREAL *bq = b + c0;
     for (int q = 0; q < kb; q++, bq += ldb) {
-        VEC bv = WSUF(load_part)(bq, w);
+        VEC bv = WLOADFIRST(bq, w);
         for (int r = 0; r < mr; r++) acc[r] = VFMA1(bv, a[r][q], acc[r]);
     }
-    for (int r = 0; r < mr; r++) memcpy(out[r] + c0, &acc[r], w * sizeof(REAL));
+    for (int r = 0; r < mr; r++) SUF(store_first)(out[r] + c0, acc[r], w);
 }
 
-/* Few rows get wide tiles, so that the weights stream row by row and are loaded once per
- * tile rather than once per narrow column chunk (this is what decides batch-1 speed). */
+/* Few rows get wide tiles (CONDNN_WIDE), so that the weights stream row by row and are
+ * loaded once per tile rather than once per narrow column chunk (this is what decides
+ * batch-1 speed). */
 CONDNN_INLINE void WSUF(rows_block)(const int mr, const REAL *const *a, const WREAL *b,
                                     ptrdiff_t ldb, int kb, int nb, REAL *const *out,
                                     condnn_stream *fetch) {
-    const int wide = mr == 1 ? 8 : mr <= 3 ? 4 : 2;
+    const int wide = CONDNN_WIDE(mr);
     int c = 0;
     for (; c + wide * VLEN <= nb; c += wide * VLEN)
         WSUF(rows_tile)(mr, wide, a, b, ldb, kb, out, c, fetch);
+    if (wide > 4)
+        for (; c + 4 * VLEN <= nb; c += 4 * VLEN)
+            WSUF(rows_tile)(mr, 4, a, b, ldb, kb, out, c, fetch);
     if (wide > 2)
         for (; c + 2 * VLEN <= nb; c += 2 * VLEN)
             WSUF(rows_tile)(mr, 2, a, b, ldb, kb, out, c, fetch);
