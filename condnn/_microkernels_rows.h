@@ -53,6 +53,15 @@ CONDNN_INLINE void WSUF(rows_tail)(const int mr, const REAL *const *a, const WRE
     for (int r = 0; r < mr; r++) SUF(store_first)(out[r] + c0, acc[r], w);
 }
 
+/* The full tiles rows_block takes across nb columns for mr rows: each steps the fetch
+ * stream once per row of weights. */
+CONDNN_INLINE int WSUF(column_tiles)(int mr, int nb) {
+    int c = 0, tiles = 0;
+    for (int v = CONDNN_WIDE(mr); v >= 1; v = v > 4 ? 4 : v / 2)
+        for (; c + v * VLEN <= nb; c += v * VLEN) tiles++;
+    return tiles;
+}
+
 /* Few rows get wide tiles (CONDNN_WIDE), so that the weights stream row by row and are
  * loaded once per tile rather than once per narrow column chunk (this is what decides
  * batch-1 speed). */
@@ -85,6 +94,12 @@ static void WSUF(gemm_rows)(ptrdiff_t nrows, const REAL *a, ptrdiff_t lda,
                             condnn_stream *fetch) {
     const REAL *ap[CONDNN_MR];
     REAL *op[CONDNN_MR];
+    if (fetch) {
+        int rest = (int)(nrows % CONDNN_MR);
+        condnn_stream_pace(fetch, (ptrdiff_t)kb * ((nrows / CONDNN_MR)
+                                                   * WSUF(column_tiles)(CONDNN_MR, nb)
+                                                   + (rest ? WSUF(column_tiles)(rest, nb) : 0)));
+    }
     for (ptrdiff_t t = 0; t < nrows; t += CONDNN_MR) {
         int mr = nrows - t < CONDNN_MR ? (int)(nrows - t) : CONDNN_MR;
         for (int r = 0; r < mr; r++) {
