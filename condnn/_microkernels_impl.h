@@ -115,12 +115,11 @@ CONDNN_INLINE void SUF(outer_tile)(const int mq, const int nv, ptrdiff_t nrows,
     for (ptrdiff_t t = 0; t < nrows; t++) {
         const REAL *at = a + t * lda;
         const REAL *gt = g + t * ldg;
-        VEC g0 = SUF(loadu)(gt);
-        VEC g1 = nv > 1 ? SUF(loadu)(gt + VLEN) : g0;
+        VEC gv[CONDNN_NV_MAX];
+        for (int v = 0; v < nv; v++) gv[v] = SUF(loadu)(gt + v * VLEN);
         for (int q = 0; q < mq; q++) {
             REAL x = at[q];
-            acc[q][0] = VFMA1(g0, x, acc[q][0]);
-            if (nv > 1) acc[q][1] = VFMA1(g1, x, acc[q][1]);
+            for (int v = 0; v < nv; v++) acc[q][v] = VFMA1(gv[v], x, acc[q][v]);
         }
     }
     for (int q = 0; q < mq; q++)
@@ -143,6 +142,10 @@ CONDNN_INLINE void SUF(outer_block)(const int mq, ptrdiff_t nrows, const REAL *a
                                     ptrdiff_t lda, const REAL *g, ptrdiff_t ldg, int nb,
                                     REAL *d, ptrdiff_t ldd) {
     int c = 0;
+    /* Tiles of CONDNN_MR x 4 vectors where the accumulators allow (AVX-512). */
+    if (CONDNN_WIDE(CONDNN_MR) >= 4)
+        for (; c + 4 * VLEN <= nb; c += 4 * VLEN)
+            SUF(outer_tile)(mq, 4, nrows, a, lda, g + c, ldg, d + c, ldd);
     for (; c + 2 * VLEN <= nb; c += 2 * VLEN)
         SUF(outer_tile)(mq, 2, nrows, a, lda, g + c, ldg, d + c, ldd);
     for (; c + VLEN <= nb; c += VLEN)
