@@ -120,6 +120,20 @@ int main(void) {
                         }
                     }
                 }
+                /* Packing a block contiguous, from rows, from columns and from neither. */
+                if (nrows == 1) {
+                    static float packed[MAXK * LD];
+                    const ptrdiff_t strides[3][2] = {{LD, 1}, {1, LD}, {2 * LD, 2}};
+                    for (int s = 0; s < 3; s++) {
+                        ptrdiff_t sq = strides[s][0], sc = strides[s][1];
+                        if ((kb - 1) * sq + (nb - 1) * sc >= MAXK * LD) continue;
+                        pack_block_f32(b32, sq, sc, kb, nb, packed);
+                        for (int q = 0; q < kb; q++)
+                            for (int c = 0; c < nb; c++)
+                                check("pack_block_f32", (int)sq, kb, nb, packed[q * nb + c],
+                                      b32[q * sq + c * sc], 1, 0);
+                    }
+                }
                 /* The weight gradient: d[q][c] += sum_t a[t][q] * g[t][c]. */
                 for (int i = 0; i < MAXK * LD; i++) { d32[i] = (float)b64[i]; d64[i] = b64[i]; }
                 gemm_outer_f32(nrows, a32, LD, g32, LD, kb, nb, d32, LD);
