@@ -141,7 +141,9 @@ def time_executions(model, x: np.ndarray, *, batch_size: int = 256,
         storage: the frozen copy's weight storage (:func:`condnn.models.for_inference`):
             None, or np.float16 for half-precision weights in the sparse execution; the
             copy in the model's own dtype is then timed too, in the same turns.  The dense
-            executions run ``model`` itself, in its dtype.
+            executions run that copy too, in the model's dtype: the weights of ``model``
+            with their subnormal numbers 0, as the sparse execution has them (see
+            :mod:`condnn.subnormals`).
     """
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive int, got {repeats!r}")
@@ -153,10 +155,12 @@ def time_executions(model, x: np.ndarray, *, batch_size: int = 256,
     if n1 < 1:
         raise ValueError(f"batch1_examples must be positive or None, got {batch1_examples!r}")
     # Timed name -> (model, execution of its trace).
-    runs = {e: (for_inference(model, storage) if e == "sparse" else model, e)
+    frozen = for_inference(model)
+    runs = {e: (for_inference(model, storage) if e == "sparse" and storage is not None
+                else frozen, e)
             for e in executions}
     if storage is not None and "sparse" in runs:
-        runs["sparse_unconverted"] = (for_inference(model), "sparse")
+        runs["sparse_unconverted"] = (frozen, "sparse")
     for run, execution in runs.values():     # warm-up: first-call allocations, caches
         _pass_seconds(run, x[:batch_size], batch_size, execution, mode)
         _pass_seconds(run, x[:4], 1, execution, mode)

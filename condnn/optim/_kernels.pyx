@@ -4,10 +4,14 @@ The NumPy form of Adam's update makes about ten passes over four arrays the size
 parameter; for the millions of weights of a wide layer it is memory-bound and took half of
 a training step.  Here each element is read once and updated (and its gradient set to 0).
 Every element is computed alone, so the results do not depend on the number of threads.
+
+Adam's results below the smallest normal number of their dtype are stored as 0: see
+:mod:`condnn.subnormals` for why.
 """
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.math cimport sqrt, sqrtf
+from libc.float cimport DBL_MIN, FLT_MIN
+from libc.math cimport fabs, sqrt, sqrtf
 
 cnp.import_array()
 
@@ -22,7 +26,11 @@ cdef Py_ssize_t PARALLEL_MIN_SIZE = 1 << 18
 cdef void _adam(real *p, real *g, real *m, real *v, Py_ssize_t size, real beta1, real beta2,
                 real eps, real step, real denominator_scale, int nthreads) noexcept nogil:
     cdef Py_ssize_t i
-    cdef real gi, mi, vi, root
+    cdef real gi, mi, vi, pi, root, tiny
+    if real is float:
+        tiny = FLT_MIN
+    else:
+        tiny = DBL_MIN
     for i in prange(size, schedule="static", num_threads=nthreads):
         gi = g[i]
         mi = beta1 * m[i] + (1 - beta1) * gi
@@ -31,9 +39,11 @@ cdef void _adam(real *p, real *g, real *m, real *v, Py_ssize_t size, real beta1,
             root = sqrtf(vi)
         else:
             root = sqrt(vi)
-        m[i] = mi
-        v[i] = vi
-        p[i] = p[i] - step * (mi / (root * denominator_scale + eps))
+        pi = p[i] - step * (mi / (root * denominator_scale + eps))
+        # Subnormal results are stored as 0 (see the module's docstring).
+        m[i] = mi if fabs(mi) >= tiny else 0
+        v[i] = vi if vi >= tiny else 0
+        p[i] = pi if fabs(pi) >= tiny else 0
         g[i] = 0
 
 
@@ -91,7 +101,7 @@ def adam_update(cnp.ndarray param, cnp.ndarray grad, cnp.ndarray m, cnp.ndarray 
         m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
         param -= step * m / (sqrt(v) * denominator_scale + eps);   g = 0
 
-    (Adam with ``step = lr / (1 - beta1^t)`` and ``denominator_scale = 1 / sqrt(1 -
+    with results below the dtype's smallest normal number stored as 0 (Adam with ``step = lr / (1 - beta1^t)`` and ``denominator_scale = 1 / sqrt(1 -
     beta2^t)``).  Raises ValueError unless :func:`applies` holds."""
     if not applies(param, grad, m, v):
         raise ValueError("adam_update needs param, grad, m and v as C-contiguous, writeable "

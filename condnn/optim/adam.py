@@ -6,6 +6,7 @@ import numpy as np
 from condnn.device import on_gpu
 from condnn.optim import _kernels
 from condnn.optim.optimizer import Optimizer, check_fraction
+from condnn.subnormals import flush_subnormals
 from condnn.sparse import get_num_threads
 
 
@@ -14,6 +15,9 @@ class Adam(Optimizer):
 
         m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
         p -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+
+    Results below the smallest normal number of their dtype (p, m and v) are stored as 0:
+    see :mod:`condnn.subnormals` for why.
 
     Hyperparameters (per group): ``lr``, ``beta1``, ``beta2``, ``eps``, ``weight_decay``,
     ``decoupled`` (True gives AdamW; see :mod:`condnn.optim.optimizer`).
@@ -60,4 +64,6 @@ class Adam(Optimizer):
         step = np.divide(m, denominator, out=grad)
         step *= scalar(lr / (1 - beta1 ** t))
         param -= step
+        for x in (param, m, v):     # as the compiled update does: no subnormal numbers
+            flush_subnormals(x)
         return False

@@ -1,0 +1,76 @@
+"""Subnormal numbers stored as 0: the helper, Adam's updates (compiled and NumPy) and the
+frozen copies for inference."""
+import numpy as np
+import pytest
+
+from condnn.layers import Dense
+from condnn.models import ConditionalMLP, for_inference
+from condnn.optim import Adam, _kernels
+from condnn.subnormals import flush_subnormals
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_flush_zeroes_exactly_the_subnormals(dtype):
+    tiny = np.finfo(dtype).tiny
+    x = np.array([tiny, tiny / 2, -tiny / 4, tiny / 2 ** 20, 0.0, -0.0, 1.0, -tiny, np.inf,
+                  np.nan], dtype)
+    kept = x.copy()
+    assert flush_subnormals(x) == 3
+    np.testing.assert_array_equal(x[1:4], 0)
+    np.testing.assert_array_equal(x[[0, 4, 5, 6, 7, 8]], kept[[0, 4, 5, 6, 7, 8]])
+    assert np.isnan(x[9])
+
+
+def test_flush_leaves_other_arrays_alone():
+    ints = np.arange(4)
+    assert flush_subnormals(ints) == 0 and flush_subnormals([1e-40]) == 0
+    np.testing.assert_array_equal(ints, np.arange(4))
+
+
+def adam_arrays(dtype):
+    """A parameter, gradient and moments whose update leaves subnormals in every one of
+    p, m and v at the even places, normal numbers at the odd ones."""
+    tiny = np.finfo(dtype).tiny
+    p = np.array([tiny / 8, 1.0, tiny / 2, 0.5], dtype)
+    g = np.zeros(4, dtype)
+    m = np.array([tiny, 1e-3, tiny, 1e-3], dtype)
+    v = np.array([tiny, 1e-2, tiny, 1e-2], dtype)
+    return p, g, m, v
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_adam_stores_no_subnormal(dtype):
+    p, g, m, v = adam_arrays(dtype)
+    # A step of 0 keeps p where it is: the subnormal p stays subnormal unless flushed.
+    _kernels.adam_update(p, g, m, v, 0.9, 0.999, 1e-8, 0.0, 1.0, 1)
+    for x in (p, m, v):
+        np.testing.assert_array_equal(x[[0, 2]], 0)
+        assert np.all(np.abs(x[[1, 3]]) >= np.finfo(dtype).tiny)
+    assert p[1] == 1.0 and p[3] == 0.5
+
+
+def test_numpy_adam_stores_no_subnormal():
+    fc = Dense(2, 2, rng=0, dtype=np.float64)
+    optimizer = Adam(fc, lr=0.01)
+    p, g, m, v = adam_arrays(np.float64)
+    slots = {"m": m, "v": v}
+    strided = np.zeros((4, 2))[:, 0]          # the NumPy path: the kernel takes no strides
+    assert not _kernels.applies(p, strided)
+    optimizer.update(p, strided, slots, optimizer.groups[-1].hyper, 0.0, 1)
+    for x in (p, m, v):
+        np.testing.assert_array_equal(x[[0, 2]], 0)
+    assert p[1] == 1.0 and p[3] == 0.5
+
+
+def test_frozen_copy_has_no_subnormal_and_leaves_the_model_alone():
+    model = ConditionalMLP(n_in=8, n_classes=3, hidden=[[4, 4]], tau=0.5, seed=0)
+    weights = [w for _, layer in model.walk() for w in layer.params.values()]
+    for w in weights:
+        w.flat[0] = np.finfo(w.dtype).tiny / 4
+    frozen = for_inference(model)
+    for w in weights:
+        assert w.flat[0] == np.finfo(w.dtype).tiny / 4
+    copies = [w for _, layer in frozen.walk() for w in layer.params.values()]
+    assert len(copies) == len(weights)
+    for w in copies:
+        assert w.flat[0] == 0
