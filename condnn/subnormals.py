@@ -5,7 +5,7 @@ training into the subnormal range of their dtype, below its smallest normal numb
 do the optimizer's moments of weights that stop receiving gradient.  On many x86 cores
 (Intel's among them, not AMD's) every multiplication with a subnormal operand takes a
 microcode assist about a hundred times slower than a normal one: a 3072x3072 dense net
-trained with 3% of its weights subnormal ran its inference several times slower there.  A
+trained with 3% of its weights subnormal ran its inference 8 times slower there.  A
 subnormal float32 is below 1.2e-38, far below what it can add to any sum of normal terms,
 so condnn stores such results as 0 where it makes them: in Adam's update and in the frozen
 copies of :func:`condnn.models.for_inference`.
