@@ -7,8 +7,8 @@ do the optimizer's moments of weights that stop receiving gradient.  On many x86
 microcode assist about a hundred times slower than a normal one: a 3072x3072 dense net
 trained with 3% of its weights subnormal ran its inference 8 times slower there.  A
 subnormal float32 is below 1.2e-38, far below what it can add to any sum of normal terms,
-so condnn stores such results as 0 where it makes them: in Adam's update and in the frozen
-copies of :func:`condnn.models.for_inference`.
+so condnn stores such results as 0 where it makes them: in the optimizers' updates and in
+the frozen copies of :func:`condnn.models.for_inference`.
 """
 import numpy as np
 

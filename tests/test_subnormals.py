@@ -5,7 +5,7 @@ import pytest
 
 from condnn.layers import Dense
 from condnn.models import ConditionalMLP, for_inference
-from condnn.optim import Adam, _kernels
+from condnn.optim import SGD, Adam, _kernels
 from condnn.subnormals import flush_subnormals
 
 
@@ -74,3 +74,37 @@ def test_frozen_copy_has_no_subnormal_and_leaves_the_model_alone():
     assert len(copies) == len(weights)
     for w in copies:
         assert w.flat[0] == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+def test_compiled_sgd_matches_numpy_bit_for_bit(dtype, momentum, nesterov):
+    gradients = np.random.default_rng(2).standard_normal((4, 6, 8)).astype(dtype)
+    results = []
+    for strided in (False, True):
+        fc = Dense(6, 4, rng=0, dtype=dtype)
+        optimizer = SGD(fc, lr=0.05, momentum=momentum, nesterov=nesterov)
+        for t, g in enumerate(gradients, start=1):
+            grad = g[:, ::2] if strided else np.ascontiguousarray(g[:, ::2])
+            assert _kernels.applies(fc.params["W"], grad) is not strided
+            zeroed = optimizer.update(fc.params["W"], grad, optimizer.slots.get("W", {}),
+                                      optimizer.groups[-1].hyper, 0.05, t)
+            assert zeroed is not strided
+            if zeroed:
+                assert not grad.any()
+        results.append(fc.params["W"].copy())
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("strided", [False, True])
+def test_sgd_stores_no_subnormal(strided):
+    tiny = np.finfo(np.float32).tiny
+    fc = Dense(2, 2, rng=0)
+    optimizer = SGD(fc, lr=0.01, momentum=0.5)
+    p = np.array([tiny / 8, 1.0, tiny / 2, 0.5], np.float32)
+    velocity = np.array([tiny, 1e-3, tiny, 1e-3], np.float32)
+    grad = np.zeros((4, 2), np.float32)[:, 0] if strided else np.zeros(4, np.float32)
+    optimizer.update(p, grad, {"momentum": velocity}, optimizer.groups[-1].hyper, 0.0, 1)
+    for x in (p, velocity):
+        np.testing.assert_array_equal(x[[0, 2]], 0)
+        assert np.all(np.abs(x[[1, 3]]) >= tiny)

@@ -5,8 +5,8 @@ parameter; for the millions of weights of a wide layer it is memory-bound and to
 a training step.  Here each element is read once and updated (and its gradient set to 0).
 Every element is computed alone, so the results do not depend on the number of threads.
 
-Adam's results below the smallest normal number of their dtype are stored as 0: see
-:mod:`condnn.subnormals` for why.
+The optimizers' results below the smallest normal number of their dtype are stored as 0:
+see :mod:`condnn.subnormals` for why.
 """
 cimport numpy as cnp
 from cython.parallel cimport prange
@@ -43,6 +43,28 @@ cdef void _adam(real *p, real *g, real *m, real *v, Py_ssize_t size, real beta1,
         # Subnormal results are stored as 0 (see the module's docstring).
         m[i] = mi if fabs(mi) >= tiny else 0
         v[i] = vi if vi >= tiny else 0
+        p[i] = pi if fabs(pi) >= tiny else 0
+        g[i] = 0
+
+
+cdef void _sgd(real *p, real *g, real *velocity, Py_ssize_t size, real lr, real momentum,
+               bint nesterov, int nthreads) noexcept nogil:
+    """velocity NULL: plain SGD."""
+    cdef Py_ssize_t i
+    cdef real gi, vi, direction, pi, tiny
+    if real is float:
+        tiny = FLT_MIN
+    else:
+        tiny = DBL_MIN
+    for i in prange(size, schedule="static", num_threads=nthreads):
+        gi = g[i]
+        direction = gi
+        if velocity != NULL:
+            vi = momentum * velocity[i] + gi
+            vi = vi if fabs(vi) >= tiny else 0
+            velocity[i] = vi
+            direction = gi + momentum * vi if nesterov else vi
+        pi = p[i] - lr * direction
         p[i] = pi if fabs(pi) >= tiny else 0
         g[i] = 0
 
@@ -119,3 +141,29 @@ def adam_update(cnp.ndarray param, cnp.ndarray grad, cnp.ndarray m, cnp.ndarray 
             _adam[double](<double *>cnp.PyArray_DATA(param), <double *>cnp.PyArray_DATA(grad),
                           <double *>cnp.PyArray_DATA(m), <double *>cnp.PyArray_DATA(v), size,
                           beta1, beta2, eps, step, denominator_scale, threads)
+
+
+def sgd_update(cnp.ndarray param, cnp.ndarray grad, velocity, double lr, double momentum,
+               bint nesterov, int nthreads=1):
+    """In place, elementwise, with ``velocity`` (None: plain SGD)::
+
+        velocity = momentum velocity + g
+        param -= lr * velocity    (nesterov: lr * (g + momentum velocity));   g = 0
+
+    with results below the dtype's smallest normal number stored as 0.  Raises ValueError
+    unless :func:`applies` holds for the arrays."""
+    arrays = (param, grad) if velocity is None else (param, grad, velocity)
+    if not applies(*arrays):
+        raise ValueError("sgd_update needs param, grad and velocity as C-contiguous, "
+                         "writeable float32 or float64 arrays of one dtype and size")
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(param)
+    cdef int threads = _threads(size, nthreads)
+    cdef void *v = NULL if velocity is None else cnp.PyArray_DATA(<cnp.ndarray>velocity)
+    if cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT32:
+        with nogil:
+            _sgd[float](<float *>cnp.PyArray_DATA(param), <float *>cnp.PyArray_DATA(grad),
+                        <float *>v, size, <float>lr, <float>momentum, nesterov, threads)
+    else:
+        with nogil:
+            _sgd[double](<double *>cnp.PyArray_DATA(param), <double *>cnp.PyArray_DATA(grad),
+                         <double *>v, size, lr, momentum, nesterov, threads)

@@ -4,7 +4,10 @@ from typing import Any, ClassVar, Dict, Tuple
 import numpy as np
 
 from condnn.device import on_gpu
+from condnn.optim import _kernels
 from condnn.optim.optimizer import Optimizer, check_fraction
+from condnn.sparse import get_num_threads
+from condnn.subnormals import flush_subnormals
 
 
 class SGD(Optimizer):
@@ -13,6 +16,8 @@ class SGD(Optimizer):
 
     Hyperparameters (per group): ``lr``, ``momentum`` (0: plain SGD, no state),
     ``nesterov``, ``weight_decay``, ``decoupled`` (see :mod:`condnn.optim.optimizer`).
+    Results below the smallest normal number of their dtype (p and v) are stored as 0: see
+    :mod:`condnn.subnormals` for why.
 
     Example:
         >>> from condnn.layers import Dense
@@ -43,10 +48,15 @@ class SGD(Optimizer):
             training.sgd_update_(param, grad, slots.get("momentum"), lr=lr, momentum=momentum,
                                  nesterov=hyper["nesterov"])
             return True
+        velocity = slots["momentum"] if momentum else None
+        arrays = (param, grad) if velocity is None else (param, grad, velocity)
+        if _kernels.applies(*arrays):
+            _kernels.sgd_update(param, grad, velocity, lr, momentum, hyper["nesterov"],
+                                get_num_threads())
+            return True
         scalar = param.dtype.type
         direction = grad
         if momentum:
-            velocity = slots["momentum"]
             velocity *= scalar(momentum)
             velocity += grad
             if hyper["nesterov"]:
@@ -54,4 +64,6 @@ class SGD(Optimizer):
             else:
                 direction = velocity
         param -= scalar(lr) * direction
+        for x in (param,) if velocity is None else (param, velocity):
+            flush_subnormals(x)     # as the compiled update does
         return False
