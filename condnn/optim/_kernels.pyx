@@ -23,14 +23,18 @@ ctypedef fused real:
 cdef Py_ssize_t PARALLEL_MIN_SIZE = 1 << 18
 
 
+cdef inline real _normal_min(real like) noexcept nogil:
+    """The smallest normal number of like's type: smaller results are stored as 0."""
+    if real is float:
+        return FLT_MIN
+    return DBL_MIN
+
+
 cdef void _adam(real *p, real *g, real *m, real *v, Py_ssize_t size, real beta1, real beta2,
                 real eps, real step, real denominator_scale, int nthreads) noexcept nogil:
     cdef Py_ssize_t i
     cdef real gi, mi, vi, pi, root, tiny
-    if real is float:
-        tiny = FLT_MIN
-    else:
-        tiny = DBL_MIN
+    tiny = _normal_min(<real>0)
     for i in prange(size, schedule="static", num_threads=nthreads):
         gi = g[i]
         mi = beta1 * m[i] + (1 - beta1) * gi
@@ -52,10 +56,7 @@ cdef void _sgd(real *p, real *g, real *velocity, Py_ssize_t size, real lr, real 
     """velocity NULL: plain SGD."""
     cdef Py_ssize_t i
     cdef real gi, vi, direction, pi, tiny
-    if real is float:
-        tiny = FLT_MIN
-    else:
-        tiny = DBL_MIN
+    tiny = _normal_min(<real>0)
     for i in prange(size, schedule="static", num_threads=nthreads):
         gi = g[i]
         direction = gi
