@@ -123,16 +123,17 @@ CONDNN_INLINE void condnn_stream_finish(condnn_stream *s) {
  * targets write x * y + z and the compiler contracts it as its flags say.
  * FMA(x, y, z) = x * y + z for scalars; VFMA(x, y, z) for vectors; VFMA1 with y a scalar.
  */
-#if defined(CONDNN_AVX512)
+#if defined(__FMA__) && defined(__AVX__)
 #include <immintrin.h>
 #define CONDNN_FMA_float(x, y, z) __builtin_fmaf((x), (y), (z))
 #define CONDNN_FMA_double(x, y, z) __builtin_fma((x), (y), (z))
+#if defined(CONDNN_AVX512)
 #define CONDNN_VFMA_float(x, y, z) \
     ((condnn_vf32)_mm512_fmadd_ps((__m512)(x), (__m512)(y), (__m512)(z)))
 #define CONDNN_VFMA_double(x, y, z) \
     ((condnn_vf64)_mm512_fmadd_pd((__m512d)(x), (__m512d)(y), (__m512d)(z)))
-#define CONDNN_VFMA1_float(x, y, z) CONDNN_VFMA_float((x), _mm512_set1_ps(y), (z))
-#define CONDNN_VFMA1_double(x, y, z) CONDNN_VFMA_double((x), _mm512_set1_pd(y), (z))
+#define CONDNN_SET1_float _mm512_set1_ps
+#define CONDNN_SET1_double _mm512_set1_pd
 /* The first w lanes of a vector, loaded or stored under a mask: a tile's last columns
  * without a loop over them, and without touching memory past them. */
 #define CONDNN_FIRST_float(w) ((__mmask16)((1u << (w)) - 1))
@@ -145,16 +146,16 @@ CONDNN_INLINE void condnn_stream_finish(condnn_stream *s) {
     _mm512_mask_storeu_ps((p), CONDNN_FIRST_float(w), (__m512)(v))
 #define CONDNN_STORE_FIRST_double(p, v, w) \
     _mm512_mask_storeu_pd((p), CONDNN_FIRST_double(w), (__m512d)(v))
-#elif defined(__FMA__) && defined(__AVX__)
-#include <immintrin.h>
-#define CONDNN_FMA_float(x, y, z) __builtin_fmaf((x), (y), (z))
-#define CONDNN_FMA_double(x, y, z) __builtin_fma((x), (y), (z))
+#else
 #define CONDNN_VFMA_float(x, y, z) \
     ((condnn_vf32)_mm256_fmadd_ps((__m256)(x), (__m256)(y), (__m256)(z)))
 #define CONDNN_VFMA_double(x, y, z) \
     ((condnn_vf64)_mm256_fmadd_pd((__m256d)(x), (__m256d)(y), (__m256d)(z)))
-#define CONDNN_VFMA1_float(x, y, z) CONDNN_VFMA_float((x), _mm256_set1_ps(y), (z))
-#define CONDNN_VFMA1_double(x, y, z) CONDNN_VFMA_double((x), _mm256_set1_pd(y), (z))
+#define CONDNN_SET1_float _mm256_set1_ps
+#define CONDNN_SET1_double _mm256_set1_pd
+#endif
+#define CONDNN_VFMA1_float(x, y, z) CONDNN_VFMA_float((x), CONDNN_SET1_float(y), (z))
+#define CONDNN_VFMA1_double(x, y, z) CONDNN_VFMA_double((x), CONDNN_SET1_double(y), (z))
 #else
 #define CONDNN_FMA_float(x, y, z) ((x) * (y) + (z))
 #define CONDNN_FMA_double(x, y, z) ((x) * (y) + (z))

@@ -94,7 +94,7 @@ static void WSUF(gemm_rows)(ptrdiff_t nrows, const REAL *a, ptrdiff_t lda,
                             condnn_stream *fetch) {
     const REAL *ap[CONDNN_MR];
     REAL *op[CONDNN_MR];
-    if (fetch) {
+    if (fetch && fetch->rows > 0) {
         int rest = (int)(nrows % CONDNN_MR);
         condnn_stream_pace(fetch, (ptrdiff_t)kb * ((nrows / CONDNN_MR)
                                                    * WSUF(column_tiles)(CONDNN_MR, nb)

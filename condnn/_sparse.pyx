@@ -459,7 +459,7 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
                          const floating *packed_a, const char *b, const Weights *w,
                          const floating *bias, ptrdiff_t sbias, floating *o, ptrdiff_t ldo,
                          const Cut *kin, const Cut *nout, const RowLists *by_block,
-                         bint staged, bint relu, bint zeroed, Scratch *s) noexcept nogil:
+                         bint staged, bint relu, Scratch *s) noexcept nogil:
     """Output column block j of ``(a @ b + bias)`` under the masks, for every row, and
     with ``relu`` its maximum with 0 (inactive outputs are 0 either way).
 
@@ -469,8 +469,8 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
     apart, and at widths of a multiple of 4096 bytes (k or m of 1024, 4096, ...) those of
     one block all fall in the same few sets of the caches, which then hold few of them.
 
-    b is the weights' first byte (see Weights for where each block is).  ``zeroed``:
-    o's rows are 0 already, the inactive outputs among them."""
+    b is the weights' first byte (see Weights for where each block is).  The inactive
+    outputs are 0 already (_product zeroes them)."""
     cdef int nb = _extent(nout, j), kb, p, col, following, current = 0
     cdef Py_ssize_t i
     cdef ptrdiff_t t, nrows_j, count, next_count = 0, ldab
@@ -489,12 +489,8 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
     cdef ptrdiff_t sb0 = w.sb0, sb1 = w.sb1
     cdef condnn_stream fetch
 
-    # Inactive outputs are 0, whatever the inputs hold; active ones start at the bias.
+    # Active outputs start at the bias.
     nrows_j = _list_rows(nout, j, n, s.rows, s.position)
-    if not zeroed:
-        for i in range(n):
-            if not _on(nout, i, j):
-                memset(ocol + i * ldo, 0, nb * sizeof(floating))
     for t in range(nrows_j):
         orow = acc + (t if staged else s.rows[t]) * ldacc
         if bias != NULL:
@@ -589,18 +585,18 @@ cdef void _product(Py_ssize_t n, const floating *a, ptrdiff_t lda, const char *b
                    int nthreads) noexcept nogil:
     cdef int j
     cdef Py_ssize_t i
-    # The inactive outputs are zeroed row by row, each row in one go: block by block they
-    # were short writes a row apart, each reading its cache lines from memory first (at
-    # density 0.1 a fifth of the product's time).
-    cdef bint zeroed = nout.mask != NULL
-    if zeroed:
+    # Inactive outputs are 0, whatever the inputs hold.  Every row is zeroed in one go
+    # first: block by block they were short writes a row apart, each reading its cache
+    # lines from memory first (at density 0.1 a fifth of the product's time).  Without an
+    # output mask no output is inactive.
+    if nout.mask != NULL:
         for i in prange(n, schedule="static", num_threads=nthreads):
             memset(o + i * ldo, 0, nout.size * sizeof(floating))
     if packed_a != NULL:
         _pack_inputs(a, lda, kin, by_block, packed_a, nthreads)
     for j in prange(nout.count, schedule="dynamic", num_threads=nthreads):
         _product_block(j, n, a, lda, packed_a, b, &w, bias, sbias, o, ldo, &kin, &nout,
-                       &by_block, staged, relu, zeroed, &scratch[threadid()])
+                       &by_block, staged, relu, &scratch[threadid()])
 
 
 cdef inline ptrdiff_t _stride(cnp.ndarray x, int axis):
