@@ -175,13 +175,21 @@ static void SUF(gemm_outer)(ptrdiff_t nrows, const REAL *a, ptrdiff_t lda, const
 }
 
 /* dst[q * nb + c] = src[q * sq + c * sc]: a (kb, nb) block copied contiguous, any strides. */
+/* n elements from src to dst, in vectors: a block's rows are a few hundred bytes, and
+ * calling memcpy for each cost more than the copy. */
+CONDNN_INLINE void SUF(copy_row)(REAL *dst, const REAL *src, int n) {
+    int c = 0;
+    for (; c + VLEN <= n; c += VLEN) SUF(storeu)(dst + c, SUF(loadu)(src + c));
+    if (c < n) SUF(store_first)(dst + c, SUF(load_first)(src + c, n - c), n - c);
+}
+
 static void SUF(pack_block)(const REAL *src, ptrdiff_t sq, ptrdiff_t sc, int kb, int nb,
                             REAL *dst) {
     if (sc == 1) {
         for (int q = 0; q < kb; q++) {
             if (q + CONDNN_PREFETCH_AHEAD < kb)
                 condnn_prefetch(src + (q + CONDNN_PREFETCH_AHEAD) * sq, nb * sizeof(REAL));
-            memcpy(dst + (ptrdiff_t)q * nb, src + q * sq, nb * sizeof(REAL));
+            SUF(copy_row)(dst + (ptrdiff_t)q * nb, src + q * sq, nb);
         }
     } else if (sq == 1) {
         /* A transposed block: read along the source's unit-stride axis. */
