@@ -48,7 +48,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import benchlib  # noqa: E402
-from training_speed import seconds_per_epoch  # noqa: E402
+from training_speed import fastest_seconds_per_epoch  # noqa: E402
 
 import condnn  # noqa: E402
 from condnn import datasets  # noqa: E402
@@ -233,9 +233,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     half = {name: checkpoint_report(path, data=args.data, batch1_examples=batch1,
                                     data_set=data, repeats=3, storage="float16")
             for name, path in jobs.done.items() if name.startswith("condnet")}
-    alone = {name: seconds_per_epoch(base if name == "condnet" else
-                                     base.replace(model="dense", hidden=block_widths),
-                                     data, step_sample, threads=1)
+    alone = {name: fastest_seconds_per_epoch(base if name == "condnet" else
+                                             base.replace(model="dense", hidden=block_widths),
+                                             data, step_sample, threads=1)
              for name in ("condnet", "dense_twin")}
     logs = {}
     for name, path in jobs.done.items():

@@ -21,6 +21,14 @@ then times in a fresh Python process started with ``OMP_NUM_THREADS``,
 ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS`` and ``CONDNN_NUM_THREADS`` set to 1
 (``python -m condnn.inference_timing CKPT --data SPEC``, which prints the report as JSON).
 
+OpenBLAS picks its kernels for the CPU it finds unless ``OPENBLAS_CORETYPE`` (or
+``OPENBLAS_L2_SIZE``) says otherwise, and a core type forced by the environment may be slower
+than the CPU's own (AVX2 kernels on an AVX-512 core run at about half its speed).  So where
+one of them is set, :func:`measure_checkpoint_speed` and :func:`condnn.report.checkpoint_report`
+also time the model in a subprocess without them and keep, for every execution, the faster
+of the two (:func:`faster_of`): dense execution is compared at the best speed this
+machine's BLAS has.
+
 To resist the load of a shared machine, the executions take turns: at batch 256 each
 repeat times every execution once and the median over repeats is kept; at batch 1 the
 examples are timed in chunks, every execution in turn on each chunk, and the chunk times
@@ -44,7 +52,12 @@ from condnn.sparse import get_num_threads, set_num_threads
 EXECUTIONS_TIMED = ("sparse", "dense", "all_on")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "CONDNN_NUM_THREADS")
+# Variables that make OpenBLAS use another core type's kernels than the CPU's own.
+BLAS_CORE_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 _BATCH1_CHUNK = 250
+_TIMES = ("time_sparse_s", "time_dense_s", "time_all_on_s", "time_sparse_batch1_s",
+          "time_dense_batch1_s", "time_all_on_batch1_s", "time_sparse_unconverted_s",
+          "time_sparse_unconverted_batch1_s")
 
 
 @dataclass
@@ -90,6 +103,25 @@ class SpeedReport:
                       speedup_all_on=self.time_all_on_s / self.time_sparse_s,
                       speedup_all_on_batch1=self.time_all_on_batch1_s / self.time_sparse_batch1_s)
         return result
+
+
+def blas_core_overrides() -> List[str]:
+    """The variables of :data:`BLAS_CORE_VARIABLES` that this process's environment sets."""
+    return [name for name in BLAS_CORE_VARIABLES if os.environ.get(name)]
+
+
+def faster_of(first: SpeedReport, second: SpeedReport, how: str) -> SpeedReport:
+    """Each time of ``first`` or ``second``, whichever is smaller (reports of one model on
+    the same examples), described by ``how``."""
+    if (first.examples, first.batch_size, first.batch1_examples, first.weight_storage) != (
+            second.examples, second.batch_size, second.batch1_examples, second.weight_storage):
+        raise ValueError("the two reports did not time the same examples and storage")
+    fields = asdict(first)
+    for name in _TIMES:
+        values = [v for v in (getattr(first, name), getattr(second, name)) if v is not None]
+        fields[name] = min(values) if values else None
+    fields["how"] = how
+    return SpeedReport(**fields)
 
 
 def threadpoolctl_available() -> bool:
@@ -208,7 +240,7 @@ def measure_checkpoint_speed(path: str, data: Optional[str] = None, *,
                              batch1_examples: Optional[int] = None, repeats: int = 3,
                              mode: Optional[str] = None,
                              in_process: Optional[bool] = None,
-                             storage=None) -> SpeedReport:
+                             storage=None, fastest_blas: bool = True) -> SpeedReport:
     """Single-core times of a checkpoint's model on its data set's test examples.
 
     Args:
@@ -217,15 +249,42 @@ def measure_checkpoint_speed(path: str, data: Optional[str] = None, *,
         in_process: None times in this process when threadpoolctl is installed and in a
             subprocess otherwise; True / False force one of the two.
         storage: None, or np.float16 (see :func:`time_executions`).
+        fastest_blas: where the environment forces an OpenBLAS core type, also time in a
+            subprocess without it and keep the faster times (see the module's text).
     """
     if in_process is None:
         in_process = threadpoolctl_available()
+    options = dict(batch1_examples=batch1_examples, repeats=repeats, mode=mode,
+                   storage=storage)
     if in_process:
         from condnn import checkpoint, datasets
         loaded = checkpoint.load(path)
         data_set = datasets.load(data or loaded.metadata["data"])
-        return measure_speed(loaded.model, data_set.x_test, batch1_examples=batch1_examples,
-                             repeats=repeats, mode=mode, storage=storage)
+        report = measure_speed(loaded.model, data_set.x_test, **options)
+    else:
+        report = _subprocess_speed(path, data, **options)
+    return with_fastest_blas(report, path, data, **options) if fastest_blas else report
+
+
+def with_fastest_blas(report: SpeedReport, path: str, data: Optional[str],
+                      **options) -> SpeedReport:
+    """``report`` (of the checkpoint at path, timed in this environment), or where the
+    environment forces an OpenBLAS core type, the faster times of it and of a subprocess
+    without that (options: those of :func:`measure_checkpoint_speed`)."""
+    overrides = blas_core_overrides()
+    if not overrides:
+        return report
+    unforced = _subprocess_speed(path, data, unset=overrides, **options)
+    return faster_of(report, unforced,
+                     f"{report.how}, and a subprocess without {' and '.join(overrides)}: "
+                     f"each time the faster")
+
+
+def _subprocess_speed(path: str, data: Optional[str], *, batch1_examples: Optional[int],
+                      repeats: int, mode: Optional[str], storage,
+                      unset: Sequence[str] = ()) -> SpeedReport:
+    """The report of ``python -m condnn.inference_timing`` on the checkpoint, started with
+    the thread variables set to 1 and the variables ``unset`` removed."""
     command = [sys.executable, "-m", "condnn.inference_timing", os.fspath(path),
                "--repeats", str(repeats)]
     if data:
@@ -237,6 +296,8 @@ def measure_checkpoint_speed(path: str, data: Optional[str] = None, *,
     if storage is not None:
         command += ["--storage", np.dtype(storage).name]
     env = dict(os.environ, **{name: "1" for name in THREAD_VARIABLES})
+    for name in unset:
+        env.pop(name, None)
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(
         [package_root] + [p for p in [os.environ.get("PYTHONPATH")] if p])
@@ -245,7 +306,8 @@ def measure_checkpoint_speed(path: str, data: Optional[str] = None, *,
         raise RuntimeError(f"the timing subprocess failed:\n{done.stderr[-2000:]}")
     values = json.loads(done.stdout.strip().splitlines()[-1])
     fields = {k: values[k] for k in SpeedReport.__dataclass_fields__}
-    fields["how"] = "subprocess, thread variables set to 1"
+    fields["how"] = "subprocess, thread variables set to 1" + (
+        f", without {' and '.join(unset)}" if unset else "")
     return SpeedReport(**fields)
 
 

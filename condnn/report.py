@@ -4,7 +4,7 @@ from typing import Any, Dict, Optional
 from condnn import checkpoint, datasets
 from condnn.evaluation import evaluate
 from condnn.inference_timing import (measure_checkpoint_speed, measure_speed, stored_dtype,
-                                     threadpoolctl_available)
+                                     threadpoolctl_available, with_fastest_blas)
 from condnn.models.inference import for_inference
 
 
@@ -20,7 +20,8 @@ def checkpoint_report(path: str, *, data: Optional[str] = None, mode: Optional[s
         mode: the policies' evaluation mode (default: the model's, "threshold" unless the
             run chose otherwise).
         timing: also time the sparse and dense executions on one core
-            (:mod:`condnn.inference_timing`).
+            (:mod:`condnn.inference_timing`; where the environment forces an OpenBLAS core
+            type, the faster of the times with it and without it).
         batch1_examples: test examples timed at batch 1 (None: all).
         repeats: timed passes at batch 256.
         data_set: the loaded data set, to skip loading it again.
@@ -52,12 +53,12 @@ def checkpoint_report(path: str, *, data: Optional[str] = None, mode: Optional[s
         "activation_per_layer": result.activation, "flops_fraction": result.flops_fraction,
         "test_examples": result.examples, "weight_storage": stored_dtype(evaluated)}
     if timing:
+        options = dict(batch1_examples=batch1_examples, repeats=repeats, mode=mode,
+                       storage=storage)
         if threadpoolctl_available():
-            speed = measure_speed(model, data_set.x_test, batch1_examples=batch1_examples,
-                                  repeats=repeats, mode=mode, storage=storage)
+            speed = with_fastest_blas(measure_speed(model, data_set.x_test, **options),
+                                      path, spec, **options)
         else:   # the BLAS threads can only be set before it loads: time in a subprocess
-            speed = measure_checkpoint_speed(path, spec, batch1_examples=batch1_examples,
-                                             repeats=repeats, mode=mode, in_process=False,
-                                             storage=storage)
+            speed = measure_checkpoint_speed(path, spec, in_process=False, **options)
         report.update(speed.to_dict())
     return report

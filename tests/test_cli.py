@@ -91,6 +91,17 @@ def test_timing_in_a_subprocess_passes_the_storage_on(trained):
     assert report.time_sparse_unconverted_s > 0
 
 
+def test_evaluate_also_times_without_a_forced_blas_core_type(trained, capsys, monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    out, _ = trained
+    assert cli.main(["evaluate", str(out / "best.h5"), "--json", "--batch1-examples", "5",
+                     "--repeats", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert ", and a subprocess without OPENBLAS_CORETYPE" in report["how"]
+    assert report["how"].endswith(": each time the faster")
+    assert report["time_dense_s"] > 0 and report["batch1_examples"] == 5
+
+
 def test_evaluate_in_sample_mode_and_without_timing(trained, capsys):
     out, _ = trained
     assert cli.main(["evaluate", str(out / "best.h5"), "--mode", "sample", "--no-timing"]) == 0
