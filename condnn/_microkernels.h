@@ -28,18 +28,22 @@ CONDNN_INLINE void condnn_prefetch(const void *p, size_t bytes) {
 }
 
 /*
- * The cache lines of the block of weights needed next, fetched into the outer caches one
+ * The cache lines of the blocks of weights needed next, fetched into the outer caches one
  * per step of the micro-kernels' inner loop, so that the fetches are spread over the
  * arithmetic.  Issued all at once before the arithmetic, a block's 256 or more prefetches
  * stall the core while they wait for room in the load queue: at batch 1024, density 0.1
  * and 64x64 blocks, spreading them made the product 1.5x faster.  Fields: the row being
  * fetched, the bytes between rows, the next line of that row and the lines per row, the
- * rows left (0: nothing to fetch), and the lines fetched per step (see condnn_stream_pace).
+ * rows left (0: nothing to fetch), the lines fetched per step (see condnn_stream_pace),
+ * and a second stretch of rows (another block, with the same stride) fetched after the
+ * first: its first line, lines per row and rows (then NULL: none).
  */
 typedef struct {
     const char *row;
     ptrdiff_t stride;
     int line, lines, rows, per_step;
+    const char *then;
+    int then_lines, then_rows;
 } condnn_stream;
 
 /* Starts fetching rows x bytes of memory laid out stride bytes apart. */
@@ -52,6 +56,28 @@ CONDNN_INLINE void condnn_stream_start(condnn_stream *s, const void *p, ptrdiff_
     s->lines = (int)((misalignment + bytes + 63) / 64);
     s->rows = rows;
     s->per_step = 1;
+    s->then = NULL;
+    s->then_lines = s->then_rows = 0;
+}
+
+/* Queues rows x bytes at p, stride bytes apart as the first stretch's, after it. */
+CONDNN_INLINE void condnn_stream_then(condnn_stream *s, const void *p, int rows,
+                                      size_t bytes) {
+    size_t misalignment = (size_t)p & 63;
+    s->then = (const char *)p - misalignment;
+    s->then_lines = (int)((misalignment + bytes + 63) / 64);
+    s->then_rows = rows;
+}
+
+/* Moves on to the queued stretch, if there is one, when the first is done. */
+CONDNN_INLINE void condnn_stream_next(condnn_stream *s) {
+    if (s->rows <= 0 && s->then) {
+        s->row = s->then;
+        s->lines = s->then_lines;
+        s->rows = s->then_rows;
+        s->line = 0;
+        s->then = NULL;
+    }
 }
 
 /* Spreads what is left to fetch over the next steps steps of arithmetic.  A block of few
@@ -60,7 +86,8 @@ CONDNN_INLINE void condnn_stream_start(condnn_stream *s, const void *p, ptrdiff_
  * the end, made the product at batch 64 a sixth slower. */
 CONDNN_INLINE void condnn_stream_pace(condnn_stream *s, ptrdiff_t steps) {
     if (s->rows <= 0 || steps <= 0) return;
-    ptrdiff_t left = (ptrdiff_t)s->rows * s->lines - s->line;
+    ptrdiff_t left = (ptrdiff_t)s->rows * s->lines - s->line
+                     + (s->then ? (ptrdiff_t)s->then_rows * s->then_lines : 0);
     s->per_step = (int)((left + steps - 1) / steps);
 }
 
@@ -73,6 +100,7 @@ CONDNN_INLINE void condnn_stream_step(condnn_stream *s) {
                 s->line = 0;
                 s->row += s->stride;
                 s->rows--;
+                condnn_stream_next(s);
             }
         } while (--lines > 0 && s->rows > 0);
     }
@@ -80,9 +108,12 @@ CONDNN_INLINE void condnn_stream_step(condnn_stream *s) {
 
 /* Issues whatever the arithmetic left unfetched. */
 CONDNN_INLINE void condnn_stream_finish(condnn_stream *s) {
-    for (; s->rows > 0; s->rows--, s->row += s->stride, s->line = 0)
-        for (int line = s->line; line < s->lines; line++)
-            __builtin_prefetch(s->row + 64 * line, 0, 1);
+    do {
+        for (; s->rows > 0; s->rows--, s->row += s->stride, s->line = 0)
+            for (int line = s->line; line < s->lines; line++)
+                __builtin_prefetch(s->row + 64 * line, 0, 1);
+        condnn_stream_next(s);
+    } while (s->rows > 0);
 }
 
 /* Rows ahead that are prefetched when rows are gathered or a block is packed. */
