@@ -534,10 +534,10 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
     # by the micro-kernel; what is left is issued when it is done), unless output block j
     # has a tile of rows or less: those of the next pair, or from FETCH_TWO_AHEAD_ROWS rows
     # on, those of the pair after it (at the first pair, of both), which then has two
-    # pairs' arithmetic to arrive in (at batch 1024, block 64, density 0.25 that was 6%
-    # faster; at batch 64 it was 4% slower, and at batch 1 the prefetches only delayed the
-    # pair's own loads).  The rows of a are fewer and come from the outer caches: fetching
-    # them too measured no faster.
+    # pairs' arithmetic to arrive in (at batch 1024, block 64, density 0.25 that was 4-6%
+    # faster, at block 16 2% slower; at batch 64 it was 4% slower, and at batch 1 the
+    # prefetches only delayed the pair's own loads).  The rows of a are fewer and come from
+    # the outer caches: fetching them too measured no faster.
     fetch_two = nrows_j >= FETCH_TWO_AHEAD_ROWS
     while p < kin.count:
         # Pairs without rows are skipped: at small batches most are empty.
