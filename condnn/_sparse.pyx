@@ -648,13 +648,13 @@ cdef size_t PACKED_INPUTS_BYTES = 64 << 20
 cdef Py_ssize_t STAGED_MIN_ROWS = 128
 
 
-def _set_limits(staged_min_rows, outputs_bytes, packed_inputs_bytes):
-    """Sets the three limits above and returns their previous values (for the tests, which
-    need every path at small sizes)."""
-    global STAGED_MIN_ROWS, OUTPUTS_BYTES, PACKED_INPUTS_BYTES
-    previous = (STAGED_MIN_ROWS, OUTPUTS_BYTES, PACKED_INPUTS_BYTES)
-    STAGED_MIN_ROWS, OUTPUTS_BYTES, PACKED_INPUTS_BYTES = (
-        staged_min_rows, outputs_bytes, packed_inputs_bytes)
+def _set_limits(staged_min_rows, outputs_bytes, packed_inputs_bytes, fetch_two_ahead_rows):
+    """Sets the three limits above and FETCH_TWO_AHEAD_ROWS, and returns their previous
+    values (for the tests, which need every path at small sizes)."""
+    global STAGED_MIN_ROWS, OUTPUTS_BYTES, PACKED_INPUTS_BYTES, FETCH_TWO_AHEAD_ROWS
+    previous = (STAGED_MIN_ROWS, OUTPUTS_BYTES, PACKED_INPUTS_BYTES, FETCH_TWO_AHEAD_ROWS)
+    STAGED_MIN_ROWS, OUTPUTS_BYTES, PACKED_INPUTS_BYTES, FETCH_TWO_AHEAD_ROWS = (
+        staged_min_rows, outputs_bytes, packed_inputs_bytes, fetch_two_ahead_rows)
     return previous
 
 

@@ -390,16 +390,18 @@ def test_backward_without_da_gives_the_same_db_and_dc(variant: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # The kernels' paths: from a batch size up, the product sums each output block in a buffer
 # and reads the inputs packed ("staged"), unless packing would take too much memory, and it
-# cuts batches whose buffers would be too large into chunks of rows.  The tests' batches
-# are small, so these lower the limits to reach every path.
+# cuts batches whose buffers would be too large into chunks of rows; from a number of rows
+# of an output block, it fetches weights two pairs of blocks ahead.  The tests' batches are
+# small, so these lower the limits to reach every path.
 
 KERNEL_LIMITS = st.tuples(st.sampled_from((1, 3, 10 ** 9)),     # staged from this many rows
                           st.sampled_from((1, 300, 4 << 20)),   # bytes of a block's buffer
-                          st.sampled_from((0, 2000, 64 << 20)))  # bytes of packed inputs
+                          st.sampled_from((0, 2000, 64 << 20)),  # bytes of packed inputs
+                          st.sampled_from((1, 64)))             # two ahead from these rows
 
 
 @contextlib.contextmanager
-def kernel_limits(limits: Tuple[int, int, int]):
+def kernel_limits(limits: Tuple[int, int, int, int]):
     previous = _sparse._set_limits(*limits)
     try:
         yield
@@ -419,7 +421,7 @@ def _results(p: Problem) -> Tuple[np.ndarray, ...]:
 @_PROPERTY
 @given(p=problems(), limits=KERNEL_LIMITS, blocked=st.booleans(), out_layout=OPTIONAL_OUT)
 def test_every_kernel_path_matches_reference_and_staging_changes_no_bit(
-        p: Problem, limits: Tuple[int, int, int], blocked: bool,
+        p: Problem, limits: Tuple[int, int, int, int], blocked: bool,
         out_layout: Optional[str]) -> None:
     """Also the fused ReLU, on every path: the reference's, and bit for bit the ReLU of
     the plain product."""
@@ -447,7 +449,7 @@ def test_every_kernel_path_matches_reference_and_staging_changes_no_bit(
 @_PROPERTY
 @given(p=problems(), limits=KERNEL_LIMITS, out_layout=OPTIONAL_OUT)
 def test_forward_with_float16_weights_matches_reference_and_float32_bitwise(
-        p: Problem, limits: Tuple[int, int, int], out_layout: Optional[str]) -> None:
+        p: Problem, limits: Tuple[int, int, int, int], out_layout: Optional[str]) -> None:
     """Weights stored in float16 are converted exactly: the product is the reference's,
     and bit for bit that of the same (float16-valued) weights stored in float32."""
     p = dataclasses.replace(p, dtype=np.float32, blocked=True, half=True)
