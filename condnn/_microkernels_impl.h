@@ -174,7 +174,6 @@ static void SUF(gemm_outer)(ptrdiff_t nrows, const REAL *a, ptrdiff_t lda, const
     }
 }
 
-/* dst[q * nb + c] = src[q * sq + c * sc]: a (kb, nb) block copied contiguous, any strides. */
 /* n elements from src to dst, in vectors: a block's rows are a few hundred bytes, and
  * calling memcpy for each cost more than the copy. */
 CONDNN_INLINE void SUF(copy_row)(REAL *dst, const REAL *src, int n) {
@@ -183,6 +182,7 @@ CONDNN_INLINE void SUF(copy_row)(REAL *dst, const REAL *src, int n) {
     if (c < n) SUF(store_first)(dst + c, SUF(load_first)(src + c, n - c), n - c);
 }
 
+/* dst[q * nb + c] = src[q * sq + c * sc]: a (kb, nb) block copied contiguous, any strides. */
 static void SUF(pack_block)(const REAL *src, ptrdiff_t sq, ptrdiff_t sc, int kb, int nb,
                             REAL *dst) {
     if (sc == 1) {

@@ -493,7 +493,7 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
     one block all fall in the same few sets of the caches, which then hold few of them.
 
     b is the weights' first byte (see Weights for where each block is).  The inactive
-    outputs are 0 already (_product zeroes them)."""
+    outputs are 0 already (_product zeroes them unless they were zeros)."""
     cdef int nb = _extent(nout, j), kb, p, col, following, after, slot = 0
     cdef Py_ssize_t i
     cdef ptrdiff_t t, nrows_j, count, next_count = 0, after_count = 0, ldab

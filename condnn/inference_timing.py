@@ -55,9 +55,6 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 # Variables that make OpenBLAS use another core type's kernels than the CPU's own.
 BLAS_CORE_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 _BATCH1_CHUNK = 250
-_TIMES = ("time_sparse_s", "time_dense_s", "time_all_on_s", "time_sparse_batch1_s",
-          "time_dense_batch1_s", "time_all_on_batch1_s", "time_sparse_unconverted_s",
-          "time_sparse_unconverted_batch1_s")
 
 
 @dataclass
@@ -117,7 +114,7 @@ def faster_of(first: SpeedReport, second: SpeedReport, how: str) -> SpeedReport:
             second.examples, second.batch_size, second.batch1_examples, second.weight_storage):
         raise ValueError("the two reports did not time the same examples and storage")
     fields = asdict(first)
-    for name in _TIMES:
+    for name in (f for f in fields if f.startswith("time_")):
         values = [v for v in (getattr(first, name), getattr(second, name)) if v is not None]
         fields[name] = min(values) if values else None
     fields["how"] = how
