@@ -144,6 +144,9 @@ CONDNN_INLINE void condnn_stream_finish(condnn_stream *s) {
 #define CONDNN_WIDE(mr) \
     ((mr) == 1 || CONDNN_TILE_ACCUMULATORS / (mr) >= 8 ? 8 \
      : CONDNN_TILE_ACCUMULATORS / (mr) >= 4 ? 4 : 2)
+/* The bytes of columns that a full tile of CONDNN_MR rows spans: 256 with AVX-512, 64
+ * elsewhere. */
+#define CONDNN_TILE_BYTES (CONDNN_WIDE(CONDNN_MR) * CONDNN_VECTOR_BYTES)
 
 /*
  * Multiply-adds.  On x86 with FMA they are fused explicitly (intrinsics) and the compiler

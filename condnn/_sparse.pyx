@@ -31,6 +31,7 @@ cnp.import_array()
 
 cdef extern from "_microkernels.h" nogil:
     int CONDNN_MR
+    int CONDNN_TILE_BYTES
     int CONDNN_PREFETCH_AHEAD
     void condnn_prefetch(const void *p, size_t nbytes)
     ctypedef struct condnn_stream:
@@ -559,11 +560,17 @@ cdef void _product_block(int j, Py_ssize_t n, const floating *a, ptrdiff_t lda,
             ablock, ldab = packed_a + by_block.offsets[p] * kin.width, kin.width
         else:
             ablock, ldab = a + <ptrdiff_t>p * kin.width, lda
-        if sb1 == 1 and (count <= 2 * CONDNN_MR or w.blocked):
-            # One or two tiles of rows read each weight once or twice: packing, a copy of
-            # the whole block, would not pay (at density 0.1, n = 1024, pairs have about
-            # 10 rows, and reading them in place was 5% faster).  Nor does it for blocks
-            # that are contiguous already (float16 ones among them).
+        if sb1 == 1 and (w.blocked or count <= CONDNN_MR or (
+                count <= 2 * CONDNN_MR and nb * w.itemsize <= CONDNN_TILE_BYTES)):
+            # A tile of rows reads each weight once, two tiles as wide as the block twice:
+            # packing, a copy of the whole block, would not pay (at density 0.1, n = 1024,
+            # pairs have about 10 rows, and with AVX-512 tiles of 64 columns reading them
+            # in place was 5% faster).  Narrower tiles (AVX2's 16 columns) cross the block
+            # in column strips, each reading a line from every one of its rows, which lie
+            # a matrix row apart and meet in the same cache sets: there (Zen 3), packing
+            # two tiles' weights was 9-11% faster at density 0.1 and at batch 256, k = m =
+            # 3072, density 0.15.  Nor does packing pay for blocks that are contiguous
+            # already (float16 ones among them).
             _gemm_rows(count, ablock, ldab, arows, block, sb0, kb, nb, acc, ldacc, orows,
                        &fetch, w.half)
         elif sb0 == 1 and count <= CONDNN_MR:
