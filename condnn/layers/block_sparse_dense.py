@@ -78,6 +78,12 @@ class BlockSparseDense(Layer):
                              "for_inference) stays on the CPU; move the model it was copied "
                              "from instead")
 
+    def eval_weights(self, masked: bool):
+        """The weights of a product in evaluation: the block-by-block copy of a frozen
+        layer for a ``masked`` product, else W (an error if W was replaced after
+        :meth:`freeze`)."""
+        return self._weights(False, masked)
+
     def _weights(self, train: bool, masked: bool):
         """The weights a product uses: the block-by-block copy of a frozen layer for a
         masked product in evaluation, else W."""

@@ -127,29 +127,15 @@ class PolicyGate(Layer):
         """Probabilities and mask for h; ``mask`` given is used as the decisions (its
         log-likelihood is what backprop differentiates), ``mode`` overrides ``self.mode``."""
         check_input("PolicyGate", h, self.n_in, self.dtype)
-        Z, d = self.params["Z"], self.params["d"]
+        Z = self.params["Z"]
         check_same_device("PolicyGate", h, Z)
         if on_gpu(h):
             return self._forward_gpu(h, train, amask, mask, mode)
-        if amask is not None:
-            if self.input_block_size is None:
-                raise ValueError("PolicyGate: amask needs the gate built with "
-                                 "input_block_size")
-            z = sparse_dot(h, amask, Z, None, d, self.input_block_size)
-        else:
-            z = h @ Z
-            z += d
-        # sigmoid(z) = (1 + tanh(z / 2)) / 2, so p = 1/2 + (1/2 - eps) tanh(z / 2): three
-        # array operations, which matter at batch 1.
-        t = np.tanh(np.multiply(z, 0.5, out=z), out=z)
-        prob = t * self.dtype.type(0.5 - self.eps)
-        prob += self.dtype.type(0.5)
+        if amask is not None and self.input_block_size is None:
+            raise ValueError("PolicyGate: amask needs the gate built with input_block_size")
+        t, prob = self.probabilities(h, amask)
         if mask is None:
-            chosen = self.mode if mode is None else check_mode(mode)
-            if train or chosen == "sample":
-                mask = (self.rng.random(prob.shape, dtype=self.dtype) < prob).view(np.uint8)
-            else:
-                mask = threshold_mask(prob, self.keep_a_block)
+            mask = self.choose(prob, train, mode)
         elif mask.shape != prob.shape:
             raise ValueError(f"PolicyGate: mask must have shape {prob.shape}, got {mask.shape}")
 
@@ -183,6 +169,30 @@ class PolicyGate(Layer):
             return dh
 
         return GateOutput(mask, prob), backprop
+
+    def probabilities(self, h: np.ndarray, amask: Optional[np.ndarray]
+                      ) -> Tuple[np.ndarray, np.ndarray]:
+        """``(tanh(z / 2), p)`` for h on the CPU, unchecked (:meth:`forward` checks h)."""
+        Z, d = self.params["Z"], self.params["d"]
+        if amask is not None:
+            z = sparse_dot(h, amask, Z, None, d, self.input_block_size)
+        else:
+            z = h @ Z
+            z += d
+        # sigmoid(z) = (1 + tanh(z / 2)) / 2, so p = 1/2 + (1/2 - eps) tanh(z / 2): three
+        # array operations, which matter at batch 1.
+        t = np.tanh(np.multiply(z, 0.5, out=z), out=z)
+        prob = t * self.dtype.type(0.5 - self.eps)
+        prob += self.dtype.type(0.5)
+        return t, prob
+
+    def choose(self, prob: np.ndarray, train: bool, mode: Optional[str] = None) -> np.ndarray:
+        """The (n, B) uint8 mask drawn from the CPU probabilities ``prob``: sampled while
+        training and in mode "sample", else thresholded (``mode`` overrides ``self.mode``)."""
+        chosen = self.mode if mode is None else check_mode(mode)
+        if train or chosen == "sample":
+            return (self.rng.random(prob.shape, dtype=self.dtype) < prob).view(np.uint8)
+        return threshold_mask(prob, self.keep_a_block)
 
     def _forward_gpu(self, h, train: bool, amask, mask, mode: Optional[str]):
         """:meth:`forward` on GPU arrays: the same probabilities and decisions (the uniforms
