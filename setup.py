@@ -87,6 +87,12 @@ extensions = [
                  "condnn/_microkernels_rows.h"],
     ),
     Extension(
+        "condnn._policy",
+        ["condnn/_policy.pyx"],
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    ),
+    Extension(
         "condnn.optim._kernels",
         ["condnn/optim/_kernels.pyx"],
         include_dirs=[numpy.get_include()],

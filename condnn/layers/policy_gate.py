@@ -3,6 +3,7 @@ from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from condnn import _policy
 from condnn.device import check_same_device, on_gpu, to_device
 from condnn.initializers import Initializer, glorot_uniform
 from condnn.layers.base import Layer, check_input, check_size, float_dtype
@@ -133,11 +134,15 @@ class PolicyGate(Layer):
             return self._forward_gpu(h, train, amask, mask, mode)
         if amask is not None and self.input_block_size is None:
             raise ValueError("PolicyGate: amask needs the gate built with input_block_size")
-        t, prob = self.probabilities(h, amask)
+        t = self.tanh_half(h, amask)
         if mask is None:
-            mask = self.choose(prob, train, mode)
-        elif mask.shape != prob.shape:
-            raise ValueError(f"PolicyGate: mask must have shape {prob.shape}, got {mask.shape}")
+            prob, mask = self.decide(t, train, mode)
+        else:
+            prob = t * self.dtype.type(0.5 - self.eps)
+            prob += self.dtype.type(0.5)
+            if mask.shape != prob.shape:
+                raise ValueError(f"PolicyGate: mask must have shape {prob.shape}, "
+                                 f"got {mask.shape}")
 
         def backprop(advantages: Optional[np.ndarray] = None,
                      penalty: Optional[PolicyPenalty] = None,
@@ -170,29 +175,27 @@ class PolicyGate(Layer):
 
         return GateOutput(mask, prob), backprop
 
-    def probabilities(self, h: np.ndarray, amask: Optional[np.ndarray]
-                      ) -> Tuple[np.ndarray, np.ndarray]:
-        """``(tanh(z / 2), p)`` for h on the CPU, unchecked (:meth:`forward` checks h)."""
+    def tanh_half(self, h: np.ndarray, amask: Optional[np.ndarray]) -> np.ndarray:
+        """``tanh(z / 2)`` for h on the CPU, unchecked (:meth:`forward` checks h).  Since
+        sigmoid(z) = (1 + tanh(z / 2)) / 2, ``p = 1/2 + (1/2 - eps) tanh(z / 2)``."""
         Z, d = self.params["Z"], self.params["d"]
         if amask is not None:
             z = sparse_dot(h, amask, Z, None, d, self.input_block_size)
         else:
             z = h @ Z
             z += d
-        # sigmoid(z) = (1 + tanh(z / 2)) / 2, so p = 1/2 + (1/2 - eps) tanh(z / 2): three
-        # array operations, which matter at batch 1.
-        t = np.tanh(np.multiply(z, 0.5, out=z), out=z)
-        prob = t * self.dtype.type(0.5 - self.eps)
-        prob += self.dtype.type(0.5)
-        return t, prob
+        return np.tanh(np.multiply(z, 0.5, out=z), out=z)
 
-    def choose(self, prob: np.ndarray, train: bool, mode: Optional[str] = None) -> np.ndarray:
-        """The (n, B) uint8 mask drawn from the CPU probabilities ``prob``: sampled while
-        training and in mode "sample", else thresholded (``mode`` overrides ``self.mode``)."""
+    def decide(self, t: np.ndarray, train: bool, mode: Optional[str] = None,
+               leading: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+        """``(p, mask)`` from :meth:`tanh_half`'s t on the CPU: the probabilities, and the
+        blocks on, sampled while training and in mode "sample", else thresholded (as
+        :func:`threshold_mask`).  ``mode`` overrides ``self.mode``; the mask has
+        ``leading`` columns of 1 before the gate's B (a model's shared blocks)."""
         chosen = self.mode if mode is None else check_mode(mode)
-        if train or chosen == "sample":
-            return (self.rng.random(prob.shape, dtype=self.dtype) < prob).view(np.uint8)
-        return threshold_mask(prob, self.keep_a_block)
+        uniform = self.rng.random(t.shape, dtype=self.dtype) \
+            if train or chosen == "sample" else None
+        return _policy.decide(t, 0.5 - self.eps, uniform, leading, self.keep_a_block)
 
     def _forward_gpu(self, h, train: bool, amask, mask, mode: Optional[str]):
         """:meth:`forward` on GPU arrays: the same probabilities and decisions (the uniforms

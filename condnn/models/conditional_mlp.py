@@ -243,8 +243,7 @@ class ConditionalMLP(Model):
         out_masks: List[Optional[np.ndarray]] = []
         probs: List[Optional[np.ndarray]] = []
         for fc, gate, shared in zip(self.fcs, self.gates, self.shared_blocks):
-            _, prob = gate.probabilities(h, prev_mask)
-            mask = with_shared_blocks(gate.choose(prob, False, mode), shared)
+            prob, mask = gate.decide(gate.tanh_half(h, prev_mask), False, mode, shared)
             h = sparse_dot(h, prev_mask, fc.eval_weights(True), mask, fc.params["b"],
                            fc.block_size, relu=True)
             out_masks.append(mask)
