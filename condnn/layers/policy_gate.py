@@ -248,7 +248,8 @@ class PolicyGate(Layer):
 
 def threshold_mask(prob: np.ndarray, keep_a_block: bool = True) -> np.ndarray:
     """``[p > 0.5]`` as uint8, with each row's most probable block on if none is (unless not
-    ``keep_a_block``)."""
+    ``keep_a_block``): the thresholded mask in NumPy, which :meth:`PolicyGate.decide`
+    computes in its compiled pass and the tests compare it with."""
     mask = (prob > 0.5).view(np.uint8)
     if not keep_a_block:
         return mask
