@@ -2,8 +2,9 @@
 
 At batch 1 the separate NumPy operations (the probabilities, the comparison, the blocks
 kept on, the shared blocks put in front) took as long as the policy's product itself.  The
-arithmetic is that of :meth:`condnn.layers.PolicyGate.forward` written with NumPy: the
-same float operations in the same order, so the results are the same bit for bit.
+arithmetic is NumPy's ``t * c`` then ``+ 0.5`` in t's dtype, and the threshold that of
+:func:`condnn.layers.policy_gate.threshold_mask`: the same float operations in the same
+order, so the results are the same bit for bit (tests/layers/test_policy_decisions.py).
 """
 cimport numpy as cnp
 from libc.stdint cimport uint8_t

@@ -137,9 +137,8 @@ class PolicyGate(Layer):
         t = self.tanh_half(h, amask)
         if mask is None:
             prob, mask = self.decide(t, train, mode)
-        else:
-            prob = t * self.dtype.type(0.5 - self.eps)
-            prob += self.dtype.type(0.5)
+        else:       # the probabilities of the given decisions, from the same pass
+            prob, _ = _policy.decide(t, 0.5 - self.eps, None, 0, False)
             if mask.shape != prob.shape:
                 raise ValueError(f"PolicyGate: mask must have shape {prob.shape}, "
                                  f"got {mask.shape}")
