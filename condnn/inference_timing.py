@@ -46,6 +46,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from condnn.block_weights import BlockWeights
 from condnn.models.inference import for_inference
 from condnn.sparse import get_num_threads, set_num_threads
 
@@ -218,7 +219,7 @@ def stored_dtype(model) -> str:
     parameters if none is frozen)."""
     for _, layer in model.walk():
         frozen = getattr(layer, "frozen", None)
-        if frozen is not None:
+        if isinstance(frozen, BlockWeights):
             return frozen.slabs.dtype.name
     return next(iter(model.named_params().values())).dtype.name
 

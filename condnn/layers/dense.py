@@ -49,8 +49,26 @@ class Dense(Layer):
         self.add_param("W", np.asarray(init((self.n_in, self.n_out), rng, self.dtype),
                                        dtype=self.dtype))
         self.add_param("b", np.zeros(self.n_out, dtype=self.dtype))
+        self.frozen = False
+
+    def freeze(self) -> None:
+        """Fixes the parameters for evaluation: they become read-only and training the
+        layer is an error (:func:`condnn.models.for_inference` freezes a copy of a
+        model)."""
+        for value in self.params.values():
+            value.flags.writeable = False
+        self.frozen = True
+
+    def check_movable(self, device: str) -> None:
+        super().check_movable(device)
+        if device == "gpu" and self.frozen:
+            raise ValueError("Dense: a layer frozen for evaluation (freeze / for_inference) "
+                             "stays on the CPU; move the model it was copied from instead")
 
     def forward(self, x: np.ndarray, train: bool) -> Tuple[np.ndarray, Backprop]:
+        if train and self.frozen:
+            raise RuntimeError("Dense: this layer is frozen for evaluation (freeze / "
+                               "for_inference); train the model it was copied from")
         check_input("Dense", x, self.n_in, self.dtype)
         W, b = self.params["W"], self.params["b"]
         check_same_device("Dense", x, W)

@@ -13,7 +13,8 @@ from condnn.layers.policy_regularizers import PolicyPenalty
 from condnn.model import Model
 from condnn.models.arguments import (centered, check_hidden_blocks, check_input_mean,
                                     open_unit, per_layer)
-from condnn.models.trace import Product, Trace, check_execution, hidden_layer, relu_grad
+from condnn.models.trace import (Product, Trace, check_execution, frozen_backprop,
+                                 hidden_layer, relu_grad)
 from condnn.sparse import sparse_dot
 
 Numbers = Union[float, Sequence[float]]
@@ -251,18 +252,13 @@ class ConditionalMLP(Model):
             prev_mask = mask
         logits = sparse_dot(h, prev_mask, self.out.eval_weights(True), None,
                             self.out.params["b"], self.out.block_size)
-        return Trace(logits, out_masks, probs, _frozen_backprop)
+        return Trace(logits, out_masks, probs, frozen_backprop("ConditionalMLP"))
 
     def forward(self, x: np.ndarray, train: bool, **kwargs) -> tuple:
         """The layer contract: ``(logits, backprop)``; ``backprop(dlogits, advantages=None,
         penalty=None)`` as :class:`Trace`'s.  ``kwargs`` go to :meth:`trace`."""
         trace = self.trace(x, train, **kwargs)
         return trace.logits, trace.backprop
-
-
-def _frozen_backprop(*args, **kwargs) -> None:
-    raise RuntimeError("ConditionalMLP: this model is a frozen copy for evaluation "
-                       "(for_inference); train the model it was copied from")
 
 
 def shared_block_list(shared_blocks: Counts, n_layers: int) -> List[int]:

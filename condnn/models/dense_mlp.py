@@ -10,7 +10,8 @@ from condnn.layers.dropout import Dropout, check_rate
 from condnn.layers.policy_regularizers import PolicyPenalty
 from condnn.model import Model
 from condnn.models.arguments import centered, check_input_mean
-from condnn.models.trace import Product, Trace, check_execution, relu_, relu_grad
+from condnn.models.trace import (Product, Trace, check_execution, frozen_backprop, relu_,
+                                 relu_grad)
 
 
 class DenseMLP(Model):
@@ -81,6 +82,9 @@ class DenseMLP(Model):
         check_execution(execution)
         if masks:
             raise ValueError("DenseMLP has no gated layers: masks must be None")
+        if not train and self._is_frozen() and isinstance(x, np.ndarray) and x.ndim == 2 \
+                and x.shape[1] == self.n_in and x.dtype == self.out.dtype:
+            return self._evaluate_frozen(x)
         h, backprops = centered(x, self.input_mean), []
         for fc, drop in zip(self.fcs, self.drops):
             y, fc_backprop = fc(h, train)
@@ -96,6 +100,24 @@ class DenseMLP(Model):
                 dh = fc_backprop(relu_grad(drop_backprop(dh), y))
 
         return Trace(logits, [], [], backprop)
+
+    def _is_frozen(self) -> bool:
+        """Whether every layer is frozen (a copy from ``for_inference``)."""
+        return all(fc.frozen for fc in self.fcs) and self.out.frozen
+
+    def _evaluate_frozen(self, x: np.ndarray) -> Trace:
+        """The evaluation pass of a frozen copy: the products of the general pass, in the
+        same order and with the same results, without the layers' checks and closures.  At
+        batch 1 those cost as much as a 256-wide net's products, and a dense net timed with
+        them would be timed slower than its BLAS runs it."""
+        h = centered(x, self.input_mean)
+        for fc in self.fcs:
+            h = h @ fc.params["W"]
+            h += fc.params["b"]
+            np.maximum(h, 0, out=h)
+        logits = h @ self.out.params["W"]
+        logits += self.out.params["b"]
+        return Trace(logits, [], [], frozen_backprop("DenseMLP"))
 
     def forward(self, x: np.ndarray, train: bool, **kwargs) -> tuple:
         """The layer contract: ``(logits, backprop)``."""

@@ -2,13 +2,16 @@
 import copy
 
 from condnn.layers.block_sparse_dense import BlockSparseDense
+from condnn.layers.dense import Dense
 from condnn.subnormals import flush_subnormals
 
 
 def for_inference(model, storage=None):
     """A copy of ``model`` for evaluation only: every :class:`BlockSparseDense` in it is
     frozen (:meth:`BlockSparseDense.freeze`), so its masked products read the weights block
-    by block, and it computes the outputs of ``model`` (to rounding).  It is a snapshot: training
+    by block, and so is every :class:`Dense` (:meth:`Dense.freeze`); it computes the outputs
+    of ``model`` (to rounding), and the models of :mod:`condnn.models` evaluate their frozen
+    copies in a pass without the checks and closures that training needs.  It is a snapshot: training
     ``model`` further does not change it, and training the copy is an error.  Its
     parameters' subnormal numbers are 0 (see :mod:`condnn.subnormals`: on many x86 cores
     they slow every product that reads them).
@@ -38,4 +41,6 @@ def for_inference(model, storage=None):
             flush_subnormals(value)
         if isinstance(layer, BlockSparseDense):
             layer.freeze(storage)
+        elif isinstance(layer, Dense):
+            layer.freeze()
     return frozen

@@ -113,3 +113,12 @@ def relu_grad(dy, y):
         from condnn.gpu import training
         return training.relu_grad(dy, y)
     return dy * (y > 0)
+
+
+def frozen_backprop(model_name: str) -> TraceBackprop:
+    """The backprop of a frozen copy's evaluation trace: an error, as training the copy
+    would be (its weights are a read-only snapshot)."""
+    def refuse(*args, **kwargs) -> None:
+        raise RuntimeError(f"{model_name}: this model is a frozen copy for evaluation "
+                           f"(for_inference); train the model it was copied from")
+    return refuse

@@ -1,11 +1,12 @@
-"""The evaluation pass of a frozen conditional MLP (for_inference), which skips the
-per-layer checks and closures: the same results as the general pass, bit for bit."""
+"""The evaluation pass of a frozen conditional or dense MLP (for_inference), which skips
+the per-layer checks and closures: the same results as the general pass, bit for bit."""
 import copy
 
 import numpy as np
 import pytest
 
-from condnn.models import ConditionalMLP, for_inference
+from condnn.layers import Dense
+from condnn.models import ConditionalMLP, DenseMLP, for_inference
 
 
 def _general_pass(model):
@@ -72,3 +73,55 @@ def test_frozen_trace_refuses_backprop_and_other_passes_still_work():
         frozen.trace(x.astype(np.float64), False)
     with pytest.raises(ValueError, match="mode must be one of"):
         frozen.trace(x, False, mode="soft")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("centred", [False, True])
+def test_frozen_dense_evaluation_equals_the_general_pass(dtype, centred):
+    rng = np.random.default_rng(4)
+    model = DenseMLP(n_in=20, n_classes=3, hidden=[16, 12, 8], dtype=dtype, seed=2,
+                     input_mean=rng.random(20).astype(dtype) if centred else None)
+    for _, layer in model.walk():           # biases away from 0, so that adding them shows
+        for value in layer.params.values():
+            value += rng.standard_normal(value.shape).astype(dtype) * 0.1
+    frozen = for_inference(model)
+    general = _general_pass(frozen)
+    x = rng.standard_normal((33, 20)).astype(dtype)
+    for batch in (1, 5, 33):
+        for start in range(0, len(x), batch):
+            got = frozen.trace(x[start:start + batch], False)
+            want = general.trace(x[start:start + batch], False)
+            assert got.masks == [] and got.probs == []
+            assert got.logits.dtype == want.logits.dtype and np.array_equal(got.logits,
+                                                                            want.logits)
+    np.testing.assert_allclose(frozen.trace(x, False).logits, model.trace(x, False).logits,
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_a_frozen_dense_net_is_not_trained():
+    model = DenseMLP(n_in=6, n_classes=2, hidden=[4], seed=0)
+    frozen = for_inference(model)
+    x = np.random.default_rng(2).random((3, 6), dtype=np.float32)
+    with pytest.raises(RuntimeError, match="DenseMLP: this model is a frozen copy"):
+        frozen.trace(x, False).backprop(np.ones((3, 2), np.float32))
+    with pytest.raises(RuntimeError, match="Dense: this layer is frozen"):
+        frozen.trace(x, True)
+    with pytest.raises(ValueError, match="read-only"):
+        frozen.fc1.params["W"][0, 0] = 1.0
+    with pytest.raises(ValueError, match="stays on the CPU"):
+        frozen.fc1.check_movable("gpu")
+    # The model it was copied from trains as before, and bad inputs still say what is wrong.
+    assert not model.fc1.frozen and model.fc1.params["W"].flags.writeable
+    model.trace(x, True).backprop(np.ones((3, 2), np.float32))
+    with pytest.raises(ValueError, match="6 columns"):
+        frozen.trace(x[:, :5], False)
+
+
+def test_dense_layer_freeze_leaves_evaluation_alone():
+    layer = Dense(5, 3, rng=0)
+    x = np.ones((2, 5), np.float32)
+    before, _ = layer(x, False)
+    layer.freeze()
+    after, _ = layer(x, False)
+    assert layer.frozen and np.array_equal(before, after)
+    assert not layer.params["b"].flags.writeable
