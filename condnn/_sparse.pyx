@@ -291,15 +291,19 @@ cdef class _Workspace:
 
 cdef struct RowLists:
     # For each block p of a mask, the rows where it is on, in increasing order:
-    # rows[offsets[p] : offsets[p + 1]].
+    # rows[offsets[p] : offsets[p + 1]]; and next_on[p], the first block from p on that is
+    # on in some row (the mask's count if none), so that the pairs of a product skip the
+    # blocks no row uses without looking at each (at batch 1 most are off).
     ptrdiff_t *offsets
     ptrdiff_t *rows
+    int *next_on
 
 
 cdef class _RowsByBlock:
     """The RowLists of a mask (empty when the mask is None), freed with the object."""
     cdef ptrdiff_t *offsets
     cdef ptrdiff_t *rows
+    cdef int *next_on
 
     def __cinit__(self, mask, Py_ssize_t n):
         cdef int count = mask.shape[1] if mask is not None else 0
@@ -307,9 +311,11 @@ cdef class _RowsByBlock:
         cdef Py_ssize_t i, total = 0
         cdef int p
         self.offsets = <ptrdiff_t *>PyMem_Malloc((count + 1) * sizeof(ptrdiff_t))
-        if self.offsets == NULL:
+        self.next_on = <int *>PyMem_Malloc((count + 1) * sizeof(int))
+        if self.offsets == NULL or self.next_on == NULL:
             raise MemoryError()
         memset(self.offsets, 0, (count + 1) * sizeof(ptrdiff_t))
+        self.next_on[count] = count
         if mask is None:
             self.rows = NULL
             return
@@ -336,16 +342,21 @@ cdef class _RowsByBlock:
             for p in range(count, 0, -1):
                 self.offsets[p] = self.offsets[p - 1]
             self.offsets[0] = 0
+            for p in range(count - 1, -1, -1):
+                self.next_on[p] = p if self.offsets[p + 1] > self.offsets[p] \
+                    else self.next_on[p + 1]
 
     cdef RowLists lists(self):
         cdef RowLists r
         r.offsets = self.offsets
         r.rows = self.rows
+        r.next_on = self.next_on
         return r
 
     def __dealloc__(self):
         PyMem_Free(self.offsets)
         PyMem_Free(self.rows)
+        PyMem_Free(self.next_on)
 
 
 cdef inline void _gemm_rows(ptrdiff_t nrows, const floating *a, ptrdiff_t lda,
@@ -452,6 +463,10 @@ cdef inline int _next_pair(const Cut *kin, const Cut *nout, const RowLists *by_b
     none), with those rows (see _pair_positions)."""
     p += 1
     while p < kin.count:
+        if kin.mask != NULL:
+            p = by_block.next_on[p]
+            if p == kin.count:
+                break
         count[0] = _pair_positions(kin, nout, by_block, p, j, rows_j, nrows_j, position,
                                    staged, n, buffer, arows, orows)
         if count[0]:
