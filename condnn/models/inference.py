@@ -9,12 +9,12 @@ from condnn.subnormals import flush_subnormals
 def for_inference(model, storage=None):
     """A copy of ``model`` for evaluation only: every :class:`BlockSparseDense` in it is
     frozen (:meth:`BlockSparseDense.freeze`), so its masked products read the weights block
-    by block, and so is every :class:`Dense` (:meth:`Dense.freeze`); it computes the outputs
-    of ``model`` (to rounding), and the models of :mod:`condnn.models` evaluate their frozen
-    copies in a pass without the checks and closures that training needs.  It is a snapshot: training
-    ``model`` further does not change it, and training the copy is an error.  Its
-    parameters' subnormal numbers are 0 (see :mod:`condnn.subnormals`: on many x86 cores
-    they slow every product that reads them).
+    by block, and so is every :class:`Dense` (:meth:`Dense.freeze`).  It computes the
+    outputs of ``model`` (to rounding); the models of :mod:`condnn.models` evaluate their
+    frozen copies in a pass without the checks and closures that training needs.  It is a
+    snapshot: training ``model`` further does not change it, and training the copy is an
+    error.  Its parameters' subnormal numbers are 0 (see :mod:`condnn.subnormals`: on many
+    x86 cores they slow every product that reads them).
 
     ``storage=np.float16`` stores those layers' weights in half precision (a float32 model):
     half their memory, and faster products where they wait on memory.  The copy then
