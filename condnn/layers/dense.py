@@ -21,6 +21,9 @@ class Dense(Layer):
     On the GPU (after ``to_gpu``) both passes are cuBLAS products, through the unmasked
     variant of :func:`condnn.gpu.sparse_dot` and its backward.
 
+    :meth:`freeze` fixes the layer for evaluation (as :func:`condnn.models.for_inference`
+    does for a copy of a model): its parameters become read-only and training it raises.
+
     Args:
         n_in, n_out: input and output widths.
         init: the initializer of W (b starts at 0), e.g. :func:`condnn.initializers.he_normal`
@@ -55,6 +58,9 @@ class Dense(Layer):
         """Fixes the parameters for evaluation: they become read-only and training the
         layer is an error (:func:`condnn.models.for_inference` freezes a copy of a
         model)."""
+        if on_gpu(self.params["W"]):
+            raise ValueError("Dense.freeze: the layer is on the GPU; freeze a copy of it on "
+                             "the CPU (to_cpu)")
         for value in self.params.values():
             value.flags.writeable = False
         self.frozen = True

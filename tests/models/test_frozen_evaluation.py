@@ -125,3 +125,12 @@ def test_dense_layer_freeze_leaves_evaluation_alone():
     after, _ = layer(x, False)
     assert layer.frozen and np.array_equal(before, after)
     assert not layer.params["b"].flags.writeable
+
+
+def test_a_dense_layer_on_the_gpu_is_not_frozen(monkeypatch):
+    import condnn.layers.dense as dense_module
+    layer = Dense(4, 2, rng=0)
+    monkeypatch.setattr(dense_module, "on_gpu", lambda x: True)
+    with pytest.raises(ValueError, match="on the GPU"):
+        layer.freeze()
+    assert not layer.frozen and layer.params["W"].flags.writeable
