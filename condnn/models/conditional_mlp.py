@@ -14,7 +14,7 @@ from condnn.model import Model
 from condnn.models.arguments import (centered, check_hidden_blocks, check_input_mean,
                                     open_unit, per_layer)
 from condnn.models.trace import (Product, Trace, check_execution, frozen_backprop,
-                                 hidden_layer, relu_grad)
+                                 hidden_layer, plain_input, relu_grad)
 from condnn.sparse import sparse_dot
 
 Numbers = Union[float, Sequence[float]]
@@ -176,8 +176,7 @@ class ConditionalMLP(Model):
         """
         check_execution(execution, x)
         if not train and masks is None and execution == "sparse" and self._is_frozen() \
-                and isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == self.n_in \
-                and x.dtype == self.fcs[0].dtype:
+                and plain_input(x, self.n_in, self.fcs[0].dtype):
             return self._evaluate_frozen(x, mode)
         if masks is not None and len(masks) != len(self.hidden):
             raise ValueError(f"masks must hold one mask per hidden layer "

@@ -10,8 +10,8 @@ from condnn.layers.dropout import Dropout, check_rate
 from condnn.layers.policy_regularizers import PolicyPenalty
 from condnn.model import Model
 from condnn.models.arguments import centered, check_input_mean
-from condnn.models.trace import (Product, Trace, check_execution, frozen_backprop, relu_,
-                                 relu_grad)
+from condnn.models.trace import (Product, Trace, check_execution, frozen_backprop,
+                                 plain_input, relu_, relu_grad)
 
 
 class DenseMLP(Model):
@@ -82,8 +82,7 @@ class DenseMLP(Model):
         check_execution(execution)
         if masks:
             raise ValueError("DenseMLP has no gated layers: masks must be None")
-        if not train and self._is_frozen() and isinstance(x, np.ndarray) and x.ndim == 2 \
-                and x.shape[1] == self.n_in and x.dtype == self.out.dtype:
+        if not train and self._is_frozen() and plain_input(x, self.n_in, self.out.dtype):
             return self._evaluate_frozen(x)
         h, backprops = centered(x, self.input_mean), []
         for fc, drop in zip(self.fcs, self.drops):

@@ -122,3 +122,11 @@ def frozen_backprop(model_name: str) -> TraceBackprop:
         raise RuntimeError(f"{model_name}: this model is a frozen copy for evaluation "
                            f"(for_inference); train the model it was copied from")
     return refuse
+
+
+def plain_input(x, n_in: int, dtype) -> bool:
+    """Whether x is a NumPy (n, n_in) array of ``dtype``: the input a frozen copy's lean
+    evaluation pass takes without checks (any other goes through the general pass, whose
+    layers say what is wrong with it)."""
+    return isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == n_in \
+        and x.dtype == dtype
