@@ -6,6 +6,7 @@ import pytest
 from condnn.layers import Dense
 from condnn.models import ConditionalMLP, for_inference
 from condnn.optim import SGD, Adam, _kernels
+from condnn.optim.kernels import add_scaled
 from condnn.subnormals import flush_subnormals
 
 
@@ -108,3 +109,67 @@ def test_sgd_stores_no_subnormal(strided):
     for x in (p, velocity):
         np.testing.assert_array_equal(x[[0, 2]], 0)
         assert np.all(np.abs(x[[1, 3]]) >= tiny)
+
+
+def add_scaled_arrays(dtype):
+    """y, x and alpha = 1e-4 such that the terms alpha x[i] are subnormal at 0 and 3, the
+    sums subnormal at 1 (a normal term cancelling most of y), and normal elsewhere."""
+    tiny = np.finfo(dtype).tiny
+    x = np.array([tiny * 100, -tiny * 2e4, 1.0, -tiny * 5e3, np.nan, np.inf, 3.0, tiny * 2e4],
+                 dtype)
+    y = np.array([0.0, tiny * 2.5, 1.0, tiny * 4, 0.0, 0.0, -0.0, 0.0], dtype)
+    return y, x, 1e-4
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("strided", [False, True])
+def test_add_scaled_drops_subnormal_terms_and_results(dtype, strided):
+    tiny = np.finfo(dtype).tiny
+    y, x, alpha = add_scaled_arrays(dtype)
+    expected = y.astype(np.float64) + alpha * x.astype(np.float64)
+    if strided:            # the NumPy path
+        y = np.repeat(y[:, None], 2, axis=1)[:, 0]
+        assert not _kernels.applies(y, x)
+    else:
+        assert _kernels.applies(y, x)
+    add_scaled(y, alpha, x)
+    assert y[0] == 0                        # a subnormal term alone
+    assert y[1] == 0                        # a subnormal sum of normal numbers
+    assert y[3] == np.float64(tiny * 4)     # y kept, the subnormal term dropped
+    assert np.isnan(y[4]) and y[5] == np.inf
+    np.testing.assert_allclose(y[[2, 6, 7]], expected[[2, 6, 7]], rtol=1e-6)
+    assert np.all(np.abs(y[[2, 6, 7]]) >= tiny)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_add_scaled_paths_agree_bit_for_bit(dtype):
+    rng = np.random.default_rng(3)
+    tiny = np.finfo(dtype).tiny
+    # Magnitudes from far below to far above tiny / alpha.
+    x = (rng.standard_normal(4000) * np.exp(rng.uniform(-20, 20, 4000)) * tiny * 1e4)
+    x = x.astype(dtype)
+    y = (rng.standard_normal(4000) * tiny * rng.uniform(0, 4, 4000)).astype(dtype)
+    results = []
+    for strided in (False, True):
+        yy = np.repeat(y[:, None], 2, axis=1)[:, 0] if strided else y.copy()
+        assert _kernels.applies(yy, x) is not strided
+        add_scaled(yy, 1e-4, x)
+        results.append(np.array(yy))
+    np.testing.assert_array_equal(results[0], results[1])
+    for result in results:
+        assert not np.any((result != 0) & (np.abs(result) < tiny))
+
+
+def test_l2_gradient_of_tiny_weights_has_no_subnormal():
+    from condnn.objective import ConditionalObjective
+    model = ConditionalMLP(n_in=8, n_classes=3, hidden=[[4, 4], [4, 4]], tau=0.5, seed=0)
+    # Scattered weights that the L2 penalty has decayed to where 2 lambda w is subnormal.
+    rng = np.random.default_rng(1)
+    for path, w in model.named_params().items():
+        if path.rsplit("/", 1)[-1] in ("W", "Z"):
+            w[rng.random(w.shape) < 0.2] = np.finfo(w.dtype).tiny * 50
+    x = np.random.default_rng(0).random((16, 8), dtype=np.float32)
+    y = np.arange(16) % 3
+    ConditionalObjective(1.0, 1.0, 5e-5).step(model, x, y)
+    for path, grad in model.named_grads().items():
+        assert not np.any((grad != 0) & (np.abs(grad) < np.finfo(grad.dtype).tiny)), path

@@ -8,11 +8,19 @@ from condnn.sparse import get_num_threads
 
 
 def add_scaled(y: np.ndarray, alpha: float, x: np.ndarray) -> None:
-    """``y += alpha * x`` in place (x and y of one shape; on the GPU, GPU arrays)."""
+    """``y += alpha * x`` in place (x and y of one shape; on the GPU, GPU arrays).
+
+    On the CPU a term ``alpha * x[i]`` that would be subnormal is taken as 0 and a
+    subnormal result is stored as 0 (see :mod:`condnn.subnormals`): the L2 gradients of
+    the weights that the penalty decays towards 0 would otherwise be subnormal."""
     if on_gpu(y):
         from condnn.gpu import training
         training.add_scaled_(y, alpha, x)
     elif _kernels.applies(y, x):
         _kernels.add_scaled(y, alpha, x, get_num_threads())
     else:
-        y += y.dtype.type(alpha) * x
+        alpha = y.dtype.type(alpha)
+        tiny = np.finfo(y.dtype).tiny
+        limit = tiny / abs(alpha) if alpha != 0 else 0
+        y += np.where(np.abs(x) < limit, 0, alpha * x).astype(y.dtype, copy=False)
+        y[np.abs(y) < tiny] = 0
