@@ -5,6 +5,7 @@ import pytest
 
 from condnn.layers import Dense
 from condnn.models import ConditionalMLP, for_inference
+from condnn.objective import ConditionalObjective
 from condnn.optim import SGD, Adam, _kernels
 from condnn.optim.kernels import add_scaled
 from condnn.subnormals import flush_subnormals
@@ -111,6 +112,10 @@ def test_sgd_stores_no_subnormal(strided):
         assert np.all(np.abs(x[[1, 3]]) >= tiny)
 
 
+def has_subnormal(x):
+    return bool(np.any((x != 0) & (np.abs(x) < np.finfo(x.dtype).tiny)))
+
+
 def add_scaled_arrays(dtype):
     """y, x and alpha = 1e-4 such that the terms alpha x[i] are subnormal at 0 and 3, the
     sums subnormal at 1 (a normal term cancelling most of y), and normal elsewhere."""
@@ -157,11 +162,10 @@ def test_add_scaled_paths_agree_bit_for_bit(dtype):
         results.append(np.array(yy))
     np.testing.assert_array_equal(results[0], results[1])
     for result in results:
-        assert not np.any((result != 0) & (np.abs(result) < tiny))
+        assert not has_subnormal(result)
 
 
 def test_l2_gradient_of_tiny_weights_has_no_subnormal():
-    from condnn.objective import ConditionalObjective
     model = ConditionalMLP(n_in=8, n_classes=3, hidden=[[4, 4], [4, 4]], tau=0.5, seed=0)
     # Scattered weights that the L2 penalty has decayed to where 2 lambda w is subnormal.
     rng = np.random.default_rng(1)
@@ -172,4 +176,4 @@ def test_l2_gradient_of_tiny_weights_has_no_subnormal():
     y = np.arange(16) % 3
     ConditionalObjective(1.0, 1.0, 5e-5).step(model, x, y)
     for path, grad in model.named_grads().items():
-        assert not np.any((grad != 0) & (np.abs(grad) < np.finfo(grad.dtype).tiny)), path
+        assert not has_subnormal(grad), path

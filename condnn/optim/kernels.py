@@ -5,6 +5,7 @@ import numpy as np
 from condnn.device import on_gpu
 from condnn.optim import _kernels
 from condnn.sparse import get_num_threads
+from condnn.subnormals import flush_subnormals
 
 
 def add_scaled(y: np.ndarray, alpha: float, x: np.ndarray) -> None:
@@ -20,7 +21,6 @@ def add_scaled(y: np.ndarray, alpha: float, x: np.ndarray) -> None:
         _kernels.add_scaled(y, alpha, x, get_num_threads())
     else:
         alpha = y.dtype.type(alpha)
-        tiny = np.finfo(y.dtype).tiny
-        limit = tiny / abs(alpha) if alpha != 0 else 0
+        limit = np.finfo(y.dtype).tiny / abs(alpha) if alpha != 0 else 0
         y += np.where(np.abs(x) < limit, 0, alpha * x).astype(y.dtype, copy=False)
-        y[np.abs(y) < tiny] = 0
+        flush_subnormals(y)
